@@ -1,0 +1,243 @@
+// Command posthorn is the Posthorn mail transfer agent: one binary that
+// receives mail over SMTP, queues it durably and delivers it.
+//
+//	posthorn serve [--config FILE]        run the server (built-in defaults without --config)
+//	posthorn check-config --config FILE   validate a configuration file and exit
+//
+// This file is the composition root: it reads the configuration and builds
+// every component from its Options; no other package sees the config.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/posthorn/posthorn/internal/config"
+	"github.com/posthorn/posthorn/internal/deliver"
+	"github.com/posthorn/posthorn/internal/deliver/maildir"
+	"github.com/posthorn/posthorn/internal/envelope"
+	"github.com/posthorn/posthorn/internal/policy"
+	"github.com/posthorn/posthorn/internal/queue"
+	"github.com/posthorn/posthorn/internal/safeio"
+	"github.com/posthorn/posthorn/internal/smtpserver"
+	"github.com/posthorn/posthorn/internal/spool"
+)
+
+const usage = `usage:
+  posthorn serve [--config FILE]        run the server (built-in defaults without --config)
+  posthorn check-config --config FILE   validate a configuration file
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (TOML)")
+	switch args[0] {
+	case "serve", "check-config":
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "posthorn: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "posthorn: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			fmt.Fprintf(stderr, "posthorn: %v\n", err)
+			return 1
+		}
+	} else if args[0] == "check-config" {
+		fmt.Fprintln(stderr, "posthorn: check-config needs --config FILE")
+		return 2
+	}
+	c, err := build(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "posthorn: %v\n", err)
+		return 1
+	}
+	if args[0] == "check-config" {
+		fmt.Fprintf(stdout, "%s: ok (%d domains, %d aliases, listening on %v)\n", *cfgPath, len(cfg.Domains), len(cfg.Aliases), cfg.SMTP.Listen)
+		return 0
+	}
+	if err := c.serve(); err != nil {
+		c.log.Error("posthorn stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// components is everything built from one configuration.
+type components struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	tls    *tls.Config
+	policy *policy.Policy
+}
+
+// build checks everything that can be checked without touching the data
+// directory or the network: check-config runs exactly this.
+func build(cfg *config.Config, logOut io.Writer) (*components, error) {
+	c := &components{cfg: cfg, log: newLogger(cfg.Log, logOut)}
+	if !cfg.TLS.Disable && cfg.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		c.tls = smtpserver.ServerTLS(cert)
+	}
+	domains := map[string]policy.Domain{}
+	for name, d := range cfg.Domains {
+		domains[name] = policy.Domain{Users: d.Users, CatchAll: d.CatchAll, AcceptAnyUser: d.AcceptAnyUser}
+	}
+	p, err := policy.New(policy.Options{Domains: domains, Aliases: cfg.Aliases, RecipientDelimiter: cfg.RecipientDelimiter})
+	if err != nil {
+		return nil, err
+	}
+	c.policy = p
+	return c, nil
+}
+
+func newLogger(lc config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(lc.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func (c *components) serve() error {
+	cfg := c.cfg
+	if !cfg.TLS.Disable && c.tls == nil {
+		t, err := smtpserver.SelfSignedTLS(cfg.Hostname, time.Now())
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		c.tls = t
+		c.log.Info("no TLS certificate configured: STARTTLS uses a self-signed one")
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	sp, err := spool.Open(filepath.Join(dataDir, "spool"))
+	if err != nil {
+		return err
+	}
+	mailRoot := filepath.Join(dataDir, "mail")
+	if err := safeio.MkdirAll(mailRoot, 0o700); err != nil {
+		return err
+	}
+	syncer := safeio.NewDirSyncer()
+	q := queue.New(queue.Options{
+		Spool:          sp,
+		Deliverer:      &deliver.Router{Local: maildir.New(maildir.Options{Root: mailRoot, Hostname: cfg.Hostname, Syncer: syncer})},
+		Workers:        cfg.Queue.Workers,
+		RetryIntervals: durations(cfg.Queue.RetryIntervals),
+		MaxLifetime:    cfg.Queue.MaxLifetime.D(),
+		Logger:         c.log,
+	})
+	if err := q.Start(); err != nil {
+		return err
+	}
+	srv := smtpserver.New(smtpserver.Options{
+		Hostname:            cfg.Hostname,
+		MaxMessageSize:      int64(cfg.SMTP.MaxMessageSize),
+		MaxRecipients:       cfg.SMTP.MaxRecipients,
+		MaxReceivedHeaders:  cfg.SMTP.MaxReceivedHeaders,
+		MaxConnections:      cfg.SMTP.MaxConnections,
+		MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
+		MaxErrors:           cfg.SMTP.MaxErrors,
+		CommandTimeout:      cfg.SMTP.CommandTimeout.D(),
+		DataTimeout:         cfg.SMTP.DataTimeout.D(),
+		TLSConfig:           c.tls,
+		Policy:              c.policy,
+		Spooler: smtpserver.SpoolerFunc(func(env *envelope.Envelope) (smtpserver.SpoolWriter, error) {
+			in, err := q.Create(env)
+			if err != nil {
+				return nil, err
+			}
+			return in, nil
+		}),
+		Logger: c.log,
+	})
+	var ls []net.Listener
+	for _, addr := range cfg.SMTP.Listen {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			q.Stop()
+			return err
+		}
+		ls = append(ls, l)
+	}
+	domains := make([]string, 0, len(cfg.Domains))
+	for d := range cfg.Domains {
+		domains = append(domains, d)
+	}
+	sort.Strings(domains)
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		c.log.Info("listening for SMTP", "addr", l.Addr().String(), "hostname", cfg.Hostname, "starttls", c.tls != nil)
+		go func() { errc <- srv.Serve(l) }()
+	}
+	c.log.Info("delivering local mail", "maildir", filepath.Join(mailRoot, "<domain>", "<user>"), "domains", domains, "spool", filepath.Join(dataDir, "spool"))
+
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	var serveErr error
+	select {
+	case s := <-sigc:
+		c.log.Info("shutting down", "signal", s.String())
+	case serveErr = <-errc:
+		c.log.Error("listener failed; shutting down", "err", serveErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		c.log.Warn("shutdown", "err", err)
+	}
+	q.Stop()
+	c.log.Info("stopped")
+	return serveErr
+}
+
+func durations(ds []config.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.D()
+	}
+	return out
+}

@@ -1,0 +1,68 @@
+// Package envelope owns the record that flows through Posthorn with each
+// message: its queue ID, the envelope sender and recipients with their
+// per-recipient delivery state, and what we know of the client that sent it.
+package envelope
+
+import (
+	"time"
+)
+
+// Envelope is one message's envelope. It is written to the spool as JSON, so
+// its field names are part of the on-disk format.
+type Envelope struct {
+	ID         string      `json:"id"`
+	Sender     string      `json:"sender"` // "" is the null reverse-path <>
+	Recipients []Recipient `json:"recipients"`
+	Received   time.Time   `json:"received"`
+	ClientIP   string      `json:"client_ip,omitempty"`
+	ClientHelo string      `json:"client_helo,omitempty"`
+	TLS        bool        `json:"tls,omitempty"`
+	SMTPUTF8   bool        `json:"smtputf8,omitempty"`
+	Body8Bit   bool        `json:"body_8bit,omitempty"`
+}
+
+// Status is a recipient's delivery state.
+type Status string
+
+// The delivery states of a recipient.
+const (
+	Pending   Status = ""          // not yet delivered; due at NextAttempt
+	Delivered Status = "delivered" // final: in the recipient's mailbox or accepted by the next hop
+	Failed    Status = "failed"    // final: permanently refused
+)
+
+// Recipient is one destination of a message, after alias expansion.
+type Recipient struct {
+	// Addr is the address we deliver to.
+	Addr string `json:"addr"`
+	// Orig is the address the client gave in RCPT TO when it differs from
+	// Addr (an alias or a catch-all was expanded).
+	Orig string `json:"orig,omitempty"`
+	// Mailbox is "domain/localpart" for a local mailbox, "" for a remote address.
+	Mailbox string `json:"mailbox,omitempty"`
+
+	State
+}
+
+// State is the mutable delivery state of a recipient; the spool keeps it
+// apart from the immutable envelope.
+type State struct {
+	Status      Status    `json:"status,omitempty"`
+	Attempts    int       `json:"attempts,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+}
+
+// Pending returns the indexes of the recipients that are not final.
+func (e *Envelope) Pending() []int {
+	var idx []int
+	for i := range e.Recipients {
+		if e.Recipients[i].Status == Pending {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// Done reports whether every recipient reached a final state.
+func (e *Envelope) Done() bool { return len(e.Pending()) == 0 }

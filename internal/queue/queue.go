@@ -1,0 +1,314 @@
+// Package queue owns the scheduling of queued messages: it takes committed
+// messages from the receiving side, hands their due recipients to the
+// deliverer, records per-recipient results in the spool, and retries
+// temporary failures with backoff until the message's lifetime runs out.
+// It is the only package that joins the spool and delivery.
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/posthorn/posthorn/internal/deliver"
+	"github.com/posthorn/posthorn/internal/envelope"
+	"github.com/posthorn/posthorn/internal/spool"
+)
+
+// Options configures a Queue.
+type Options struct {
+	Spool          *spool.Spool
+	Deliverer      deliver.Deliverer
+	Workers        int             // concurrent deliveries
+	RetryIntervals []time.Duration // wait after the 1st, 2nd, ... failure; the last repeats
+	MaxLifetime    time.Duration   // give up on recipients this long after arrival
+	Logger         *slog.Logger
+	Now            func() time.Time // nil: time.Now
+}
+
+// Queue schedules deliveries. Create it with New, then Start it.
+type Queue struct {
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	ready   []item // due now, FIFO
+	timers  map[string]*time.Timer
+	stopped bool
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+}
+
+type item struct {
+	id string
+	// retry: an earlier attempt may have delivered some recipients (the
+	// message was found in the spool at start, or was tried before).
+	retry bool
+}
+
+// New returns a Queue.
+func New(opts Options) *Queue {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Workers < 1 {
+		opts.Workers = 1
+	}
+	if len(opts.RetryIntervals) == 0 {
+		opts.RetryIntervals = []time.Duration{time.Minute}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	q := &Queue{opts: opts, log: opts.Logger, now: opts.Now, timers: map[string]*time.Timer{}}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// Start recovers the messages in the spool and starts the workers. Every
+// message found is due at once or at the next attempt its state records.
+func (q *Queue) Start() error {
+	ids, err := q.opts.Spool.List()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		m, err := q.opts.Spool.Open(id)
+		if err != nil {
+			q.log.Error("queue: cannot read spooled message; left in place", "id", id, "err", err)
+			continue
+		}
+		next := nextAttempt(m.Env)
+		m.Close()
+		if next.IsZero() {
+			q.log.Warn("queue: message held: every recipient final, bounce pending", "id", id)
+			continue
+		}
+		q.schedule(item{id: id, retry: true}, next)
+	}
+	if len(ids) > 0 {
+		q.log.Info("queue: recovered spool", "messages", len(ids))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	q.cancel = cancel
+	for range q.opts.Workers {
+		q.wg.Add(1)
+		go q.worker(ctx)
+	}
+	return nil
+}
+
+// Stop stops the workers after their current delivery and the timers. What
+// is not delivered stays in the spool for the next start.
+func (q *Queue) Stop() {
+	q.mu.Lock()
+	q.stopped = true
+	for id, t := range q.timers {
+		t.Stop()
+		delete(q.timers, id)
+	}
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	if q.cancel != nil {
+		q.cancel()
+	}
+	q.wg.Wait()
+}
+
+// Enqueue makes a committed message due now.
+func (q *Queue) Enqueue(id string) { q.push(item{id: id}) }
+
+func (q *Queue) push(it item) {
+	q.mu.Lock()
+	if !q.stopped {
+		q.ready = append(q.ready, it)
+		q.cond.Signal()
+	}
+	q.mu.Unlock()
+}
+
+func (q *Queue) schedule(it item, at time.Time) {
+	d := at.Sub(q.now())
+	if d <= 0 {
+		q.push(it)
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stopped {
+		return
+	}
+	if t, ok := q.timers[it.id]; ok {
+		t.Stop()
+	}
+	q.timers[it.id] = time.AfterFunc(d, func() {
+		q.mu.Lock()
+		delete(q.timers, it.id)
+		q.mu.Unlock()
+		q.push(it)
+	})
+}
+
+func (q *Queue) pop() (item, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.ready) == 0 && !q.stopped {
+		q.cond.Wait()
+	}
+	if q.stopped {
+		return item{}, false
+	}
+	it := q.ready[0]
+	q.ready[0] = item{}
+	q.ready = q.ready[1:]
+	return it, true
+}
+
+func (q *Queue) worker(ctx context.Context) {
+	defer q.wg.Done()
+	for {
+		it, ok := q.pop()
+		if !ok {
+			return
+		}
+		q.attempt(ctx, it)
+	}
+}
+
+// attempt delivers the due recipients of one message and records the results.
+func (q *Queue) attempt(ctx context.Context, it item) {
+	m, err := q.opts.Spool.Open(it.id)
+	if errors.Is(err, spool.ErrNotFound) {
+		return // deleted meanwhile
+	}
+	if err != nil {
+		q.log.Error("queue: cannot open message; will retry", "id", it.id, "err", err)
+		q.schedule(item{id: it.id, retry: true}, q.now().Add(q.opts.RetryIntervals[0]))
+		return
+	}
+	defer m.Close()
+	env := m.Env
+	now := q.now()
+	var due []int
+	for _, i := range env.Pending() {
+		if !env.Recipients[i].NextAttempt.After(now) {
+			due = append(due, i)
+		}
+	}
+	retry := it.retry
+	for _, i := range due {
+		retry = retry || env.Recipients[i].Attempts > 0
+	}
+	if len(due) > 0 {
+		results := q.opts.Deliverer.Deliver(ctx, deliver.Request{Env: env, Body: m.Body(), Rcpts: due, Retry: retry})
+		expired := now.Sub(env.Received) >= q.opts.MaxLifetime
+		for k, i := range due {
+			q.record(env, i, results[k], expired, now)
+		}
+	}
+	if env.Done() {
+		if failed(env) {
+			// RFC 3464 bounces come with the relay work; until then the
+			// message is kept for the operator rather than dropped.
+			if err := q.opts.Spool.SaveState(env); err != nil {
+				q.log.Error("queue: cannot save state", "id", env.ID, "err", err)
+			}
+			q.log.Warn("queue: message held: recipients failed, bounce pending", "id", env.ID)
+			return
+		}
+		if err := q.opts.Spool.Remove(env.ID); err != nil {
+			q.log.Error("queue: cannot remove delivered message", "id", env.ID, "err", err)
+		}
+		return
+	}
+	if err := q.opts.Spool.SaveState(env); err != nil {
+		// Without the state, a restart retries every pending recipient:
+		// delivery is idempotent, so that costs time, not correctness.
+		q.log.Error("queue: cannot save state", "id", env.ID, "err", err)
+	}
+	q.schedule(item{id: env.ID, retry: true}, nextAttempt(env))
+}
+
+func (q *Queue) record(env *envelope.Envelope, i int, res deliver.Result, expired bool, now time.Time) {
+	r := &env.Recipients[i]
+	r.Attempts++
+	attrs := []any{"id", env.ID, "rcpt", r.Addr, "attempts", r.Attempts, "delay", now.Sub(env.Received).Round(time.Millisecond)}
+	if r.Mailbox != "" {
+		attrs = append(attrs, "mailbox", r.Mailbox)
+	}
+	if res.Err != nil {
+		r.LastError = res.Err.Error()
+		attrs = append(attrs, "err", res.Err.Error())
+	}
+	switch {
+	case res.Status == envelope.Delivered:
+		r.Status = envelope.Delivered
+		r.LastError = ""
+		q.log.Info("delivered", attrs...)
+	case res.Status == envelope.Failed:
+		r.Status = envelope.Failed
+		q.log.Warn("delivery failed", attrs...)
+	case expired:
+		r.Status = envelope.Failed
+		q.log.Warn("delivery failed: queue lifetime expired", attrs...)
+	default:
+		idx := min(r.Attempts, len(q.opts.RetryIntervals)) - 1
+		r.NextAttempt = now.Add(q.opts.RetryIntervals[idx])
+		q.log.Info("delivery deferred", append(attrs, "next", r.NextAttempt)...)
+	}
+}
+
+func failed(env *envelope.Envelope) bool {
+	for _, r := range env.Recipients {
+		if r.Status == envelope.Failed {
+			return true
+		}
+	}
+	return false
+}
+
+// nextAttempt is the earliest next attempt of the pending recipients, or
+// the zero time when none is pending.
+func nextAttempt(env *envelope.Envelope) time.Time {
+	var next time.Time
+	for _, i := range env.Pending() {
+		t := env.Recipients[i].NextAttempt
+		if t.IsZero() {
+			t = time.Unix(1, 0) // due now
+		}
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	return next
+}
+
+// Incoming is a message being received; see Create.
+type Incoming struct {
+	*spool.Writer
+	q   *Queue
+	env *envelope.Envelope
+}
+
+// Create starts receiving a message into the spool; env.ID is set. When
+// Commit returns nil the message is durable and scheduled.
+func (q *Queue) Create(env *envelope.Envelope) (*Incoming, error) {
+	w, err := q.opts.Spool.Create(env)
+	if err != nil {
+		return nil, err
+	}
+	return &Incoming{Writer: w, q: q, env: env}, nil
+}
+
+// Commit makes the message durable, then schedules its delivery.
+func (in *Incoming) Commit() error {
+	if err := in.Writer.Commit(); err != nil {
+		return err
+	}
+	in.q.Enqueue(in.env.ID)
+	return nil
+}
