@@ -75,11 +75,15 @@ func ParsePath(s string, utf8ok bool) (Addr, string, error) {
 		return Addr{}, s, ErrSyntax
 	}
 	inner, rest := s[1:end], s[end+1:]
-	if len(inner) > MaxPathLen {
+	// RFC 5321 4.5.3.1.3: the limit counts the "<" and ">" too.
+	if end+1 > MaxPathLen {
 		return Addr{}, rest, ErrTooLong
 	}
 	if inner == "" {
 		return Addr{}, rest, nil
+	}
+	if !utf8.ValidString(inner) {
+		return Addr{}, rest, ErrSyntax
 	}
 	if inner[0] == '@' {
 		// A-d-l ":" Mailbox; the route is obsolete and ignored.
@@ -87,7 +91,11 @@ func ParsePath(s string, utf8ok bool) (Addr, string, error) {
 		if colon < 0 {
 			return Addr{}, rest, ErrSyntax
 		}
-		for _, hop := range strings.Split(inner[:colon], ",") {
+		route := inner[:colon]
+		if !utf8ok && !isASCII(route) {
+			return Addr{}, rest, ErrNeedsUTF8
+		}
+		for _, hop := range strings.Split(route, ",") {
 			if !strings.HasPrefix(hop, "@") || checkDomain(hop[1:], utf8ok) != nil {
 				return Addr{}, rest, ErrSyntax
 			}
@@ -159,6 +167,12 @@ func parseLocal(s string, utf8ok bool) (string, error) {
 	if s == "" {
 		return "", ErrEmptyLocal
 	}
+	// RFC 5321 4.5.3.1.1: 64 octets of local-part as sent, quotes and
+	// backslashes included. Addr.String never quotes more than the sender
+	// did, so what is accepted here also re-parses.
+	if len(s) > MaxLocalLen {
+		return "", ErrTooLong
+	}
 	if s[0] == '"' {
 		if len(s) < 2 || s[len(s)-1] != '"' {
 			return "", ErrSyntax
@@ -183,13 +197,10 @@ func parseLocal(s string, utf8ok bool) (string, error) {
 				return "", ErrSyntax
 			}
 		}
-		if b.Len() == 0 || b.Len() > MaxLocalLen {
-			return "", ErrSyntax
+		if b.Len() == 0 {
+			return "", ErrEmptyLocal
 		}
 		return b.String(), nil
-	}
-	if len(s) > MaxLocalLen {
-		return "", ErrTooLong
 	}
 	for _, atom := range strings.Split(s, ".") {
 		if atom == "" {
@@ -240,9 +251,11 @@ func parseAddressLiteral(s string) (string, error) {
 		return "", ErrBadDomain
 	}
 	inner := s[1 : len(s)-1]
-	if v6, ok := strings.CutPrefix(inner, "IPv6:"); ok {
-		ip, err := netip.ParseAddr(v6)
-		if err != nil || !ip.Is6() {
+	// The tag is an ABNF literal string, so case-insensitive (RFC 5234 2.3).
+	if len(inner) > 5 && strings.EqualFold(inner[:5], "IPv6:") {
+		ip, err := netip.ParseAddr(inner[5:])
+		// RFC 5321 4.1.3 IPv6-addr has no zone ("%eth0"); netip accepts one.
+		if err != nil || !ip.Is6() || ip.Zone() != "" {
 			return "", ErrBadDomain
 		}
 		return "[IPv6:" + ip.String() + "]", nil
@@ -257,6 +270,10 @@ func parseAddressLiteral(s string) (string, error) {
 // NormalizeDomain validates a domain name and returns its canonical form:
 // lower case, A-labels for internationalised labels, no trailing dot.
 func NormalizeDomain(d string) (string, error) {
+	// idna would turn invalid UTF-8 into U+FFFD and encode that.
+	if !utf8.ValidString(d) {
+		return "", ErrBadDomain
+	}
 	if err := checkDomain(d, true); err != nil {
 		return "", err
 	}
@@ -276,12 +293,17 @@ func NormalizeDomain(d string) (string, error) {
 
 // checkDomain checks RFC 5321 Domain syntax: labels of letters, digits and
 // hyphens, not starting or ending with a hyphen (and UTF-8 when allowed).
+// The length limits are the DNS ones (RFC 1035 2.3.4) and apply to the
+// ASCII form that goes on the wire: a U-label of more than 63 octets of
+// UTF-8 can have an A-label that fits, so non-ASCII names are measured after
+// conversion, by NormalizeDomain.
 func checkDomain(d string, utf8ok bool) error {
-	if d == "" || len(d) > MaxDomainLen {
+	measure := !utf8ok || isASCII(d)
+	if d == "" || (measure && len(d) > MaxDomainLen) {
 		return ErrBadDomain
 	}
 	for _, label := range strings.Split(d, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+		if label == "" || (measure && len(label) > 63) || label[0] == '-' || label[len(label)-1] == '-' {
 			return ErrBadDomain
 		}
 		for i := 0; i < len(label); i++ {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -112,7 +113,8 @@ func scan(data []byte, file string) (*document, []*Error) {
 	if err := s.p.Error(); err != nil {
 		line := 0
 		msg := err.Error()
-		if pe, ok := err.(*unstable.ParserError); ok {
+		var pe *unstable.ParserError
+		if errors.As(err, &pe) {
 			line = s.lineOfSlice(pe.Highlight)
 			msg = pe.Message
 		}
@@ -181,11 +183,9 @@ func (s *scanner) resolve(prefix []string, t reflect.Type, parts []string, lines
 // value checks that the TOML value n fits the Go type t, and records the
 // lines of array elements and inline-table keys. path is the key as parts,
 // for resolving the keys of an inline table; key is its written form, with
-// an array index when n is an element.
+// an array index when n is an element; line is where the key (or the
+// element) is written.
 func (s *scanner) value(n *unstable.Node, t reflect.Type, path []string, key string, line int) {
-	if l := s.nodeLine(n); l > 0 {
-		line = l
-	}
 	if _, seen := s.doc.lines[key]; !seen {
 		s.doc.lines[key] = line
 	}
@@ -231,7 +231,12 @@ func (s *scanner) value(n *unstable.Node, t reflect.Type, path []string, key str
 			if it.Node().Kind == unstable.Comment {
 				continue
 			}
-			s.value(it.Node(), t.Elem(), path, index(key, i), line)
+			// An element of a multi-line array has a line of its own.
+			el := s.nodeLine(it.Node())
+			if el == 0 {
+				el = line
+			}
+			s.value(it.Node(), t.Elem(), path, index(key, i), el)
 			i++
 		}
 	case isTable(t):

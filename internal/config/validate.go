@@ -1,9 +1,11 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -62,8 +64,8 @@ func (c *Config) validate(doc *document) error {
 	}
 	v.check(c.DataDir != "", "data_dir", "must not be empty")
 	v.check(!strings.ContainsRune(c.DataDir, 0), "data_dir", "must not contain a NUL byte")
-	if d := c.RecipientDelimiter; d != "" && (len(d) != 1 || isAlnum(d[0]) || d == "." || !isAtext(d[0])) {
-		v.errorf("recipient_delimiter", nil, `invalid delimiter %q: use one punctuation character allowed in addresses, such as "+" or "-", or "" to turn plus-addressing off`, d)
+	if !validDelimiter(c.RecipientDelimiter) {
+		v.errorf("recipient_delimiter", nil, `invalid delimiter %q: use one punctuation character allowed in addresses, such as "+" or "-", or "" to turn plus-addressing off`, c.RecipientDelimiter)
 	}
 
 	v.check(slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level),
@@ -212,7 +214,8 @@ func (c *Config) validateQueue(v *validator) {
 func (c *Config) validateDomains(v *validator) {
 	domains := make(map[string]Domain, len(c.Domains))
 	origin := map[string]string{} // canonical name -> key as written, for lines
-	for _, k := range sortedKeys(c.Domains) {
+	noUsers := map[string]bool{}  // canonical names of domains given no users
+	for _, k := range v.inFileOrder("domains", sortedKeys(c.Domains)) {
 		key := joinKey([]string{"domains", k})
 		name, err := normalizeDomain(k)
 		if err != nil {
@@ -220,17 +223,18 @@ func (c *Config) validateDomains(v *validator) {
 			continue
 		}
 		if first, dup := origin[name]; dup {
-			v.errorf(key, nil, "domain %q is also configured as %q", name, first)
+			v.errorf(key, nil, "%q is the same domain as %q", k, first)
 			continue
 		}
 		origin[name] = k
+		noUsers[name] = len(c.Domains[k].Users) == 0
 		domains[name] = c.validateDomain(v, k, c.Domains[k])
 	}
 	c.Domains = domains
 
 	aliases := make(map[string][]string, len(c.Aliases))
 	aliasOrigin := map[string]string{}
-	for _, k := range sortedKeys(c.Aliases) {
+	for _, k := range v.inFileOrder("aliases", sortedKeys(c.Aliases)) {
 		key := joinKey([]string{"aliases", k})
 		addr, err := normalizeAddress(k)
 		if err != nil {
@@ -245,7 +249,7 @@ func (c *Config) validateDomains(v *validator) {
 			continue
 		}
 		if first, dup := aliasOrigin[addr]; dup {
-			v.errorf(key, nil, "alias %q is also configured as %q", addr, first)
+			v.errorf(key, nil, "%q is the same alias as %q", k, first)
 			continue
 		}
 		aliasOrigin[addr] = k
@@ -255,6 +259,7 @@ func (c *Config) validateDomains(v *validator) {
 			continue
 		}
 		out := make([]string, 0, len(targets))
+		seen := make(map[string]bool, len(targets))
 		for i, t := range targets {
 			tkey := index(key, i)
 			n, err := normalizeAddress(t)
@@ -262,10 +267,11 @@ func (c *Config) validateDomains(v *validator) {
 				v.errorf(tkey, []string{key}, "%v", err)
 				continue
 			}
-			if slices.Contains(out, n) {
+			if seen[n] {
 				v.errorf(tkey, []string{key}, "%q is listed twice", n)
 				continue
 			}
+			seen[n] = true
 			out = append(out, n)
 		}
 		aliases[addr] = out
@@ -274,7 +280,9 @@ func (c *Config) validateDomains(v *validator) {
 		c.Aliases = aliases
 	}
 
-	// With every name known, check that local addresses lead somewhere.
+	// With every name known, check that local addresses lead somewhere,
+	// by the rules internal/policy applies when it expands an address.
+	r := newResolver(c)
 	hasAlias := map[string]bool{}
 	for a := range aliases {
 		_, d, _ := strings.Cut(a, "@")
@@ -283,45 +291,154 @@ func (c *Config) validateDomains(v *validator) {
 	for _, name := range sortedKeys(domains) {
 		d := domains[name]
 		key := joinKey([]string{"domains", origin[name]})
-		if len(d.Users) == 0 && !d.AcceptAnyUser && d.CatchAll == "" && !hasAlias[name] {
+		// Judge by the users given, not the valid ones: a domain whose only
+		// user is misspelt has one error, not two.
+		if noUsers[name] && !d.AcceptAnyUser && d.CatchAll == "" && !hasAlias[name] {
 			v.errorf(key, nil, "domain %q accepts no mail: give it users, aliases, a catch_all, or accept_any_user = true", name)
 		}
 		if d.CatchAll == "" {
 			continue
 		}
+		// The catch-all is expanded one level down, like an alias target,
+		// and so never falls back on a catch-all itself.
 		ckey := key + ".catch_all"
-		if d.AcceptAnyUser {
-			v.errorf(ckey, nil, "has no effect: accept_any_user = true makes every local part a mailbox")
-		} else if !c.leadsSomewhere(d.CatchAll, false) {
+		if alias, ok := r.aliasOf(d.CatchAll); ok {
+			if 1+r.hops(alias) > maxAliasDepth {
+				v.errorf(ckey, nil, "%q leads to aliases that loop or nest more than %d deep", d.CatchAll, maxAliasDepth)
+			}
+		} else if !r.isMailbox(d.CatchAll) {
 			v.errorf(ckey, nil, "%q is neither a user nor an alias of its local domain", d.CatchAll)
 		}
 	}
 	for _, a := range sortedKeys(aliases) {
 		key := joinKey([]string{"aliases", aliasOrigin[a]})
+		if r.hops(a) > maxAliasDepth {
+			v.errorf(key, nil, "aliases from here loop or nest more than %d deep", maxAliasDepth)
+		}
 		for i, t := range aliases[a] {
-			if !c.leadsSomewhere(t, true) {
-				v.errorf(index(key, i), []string{key}, "%q is neither a user nor an alias of its local domain, and the domain has no catch_all", t)
+			if _, ok := r.aliasOf(t); !ok && !r.isMailbox(t) {
+				// A catch-all does not apply here: an alias target that
+				// does not exist is a typo, not mail for the catch-all.
+				v.errorf(index(key, i), []string{key}, "%q is neither a user nor an alias of its local domain", t)
 			}
 		}
 	}
+}
+
+// maxAliasDepth is how many alias expansions internal/policy follows for one
+// recipient before it gives up; a longer chain, or a loop, is refused here
+// so that it is reported with its line rather than at start-up.
+const maxAliasDepth = 10
+
+// resolver answers, over the normalised domains and aliases, the questions
+// internal/policy's expansion asks: is this local address an alias, a
+// mailbox, and how deep do its aliases go. It uses sets and memoises depths,
+// so large lists cost linear time.
+type resolver struct {
+	c     *Config
+	users map[string]bool // "user@domain"
+	depth map[string]int  // alias key -> hops; inProgress while being computed
+}
+
+// inProgress marks an alias whose depth is being computed: meeting it again
+// means a loop.
+const inProgress = -1
+
+func newResolver(c *Config) *resolver {
+	r := &resolver{c: c, users: map[string]bool{}, depth: map[string]int{}}
+	for name, d := range c.Domains {
+		for _, u := range d.Users {
+			r.users[u+"@"+name] = true
+		}
+	}
+	return r
+}
+
+// split returns the lower-cased local part of addr, its part before the
+// recipient delimiter (the whole when there is none, or when the delimiter
+// comes first, as internal/policy does), and the domain.
+func (r *resolver) split(addr string) (lower, base, domain string) {
+	local, domain, _ := strings.Cut(addr, "@")
+	lower = strings.ToLower(local)
+	base = lower
+	if d := r.c.RecipientDelimiter; d != "" {
+		if i := strings.Index(lower, d); i > 0 {
+			base = lower[:i]
+		}
+	}
+	return lower, base, domain
+}
+
+// aliasOf returns the alias key that addr expands through: the exact one,
+// else the one without the detail after the delimiter.
+func (r *resolver) aliasOf(addr string) (string, bool) {
+	lower, base, domain := r.split(addr)
+	if _, local := r.c.Domains[domain]; !local {
+		return "", false
+	}
+	for _, k := range []string{lower + "@" + domain, base + "@" + domain} {
+		if _, ok := r.c.Aliases[k]; ok {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// isMailbox reports whether addr, which is not an alias, is delivered: it
+// is remote, or a user of its local domain, or the domain takes any safe
+// name.
+func (r *resolver) isMailbox(addr string) bool {
+	_, base, domain := r.split(addr)
+	d, local := r.c.Domains[domain]
+	if !local {
+		return true
+	}
+	return r.users[base+"@"+domain] || d.AcceptAnyUser && checkMailbox(base, "") == nil
+}
+
+// hops returns how many alias expansions the longest chain from alias key
+// takes, or more than maxAliasDepth for a loop.
+func (r *resolver) hops(key string) int {
+	switch h, ok := r.depth[key]; {
+	case ok && h == inProgress:
+		return maxAliasDepth + 1
+	case ok:
+		return h
+	}
+	r.depth[key] = inProgress
+	h := 1
+	for _, t := range r.c.Aliases[key] {
+		if next, ok := r.aliasOf(t); ok {
+			// Cap so that a long chain cannot overflow the count.
+			h = max(h, min(1+r.hops(next), maxAliasDepth+1))
+		}
+	}
+	r.depth[key] = h
+	return h
 }
 
 // validateDomain checks one domain, written as key in the file, and returns
 // it normalised.
 func (c *Config) validateDomain(v *validator, name string, d Domain) Domain {
 	key := joinKey([]string{"domains", name})
-	users := make([]string, 0, len(d.Users))
+	var users []string // stays nil for none, as in Default
+	seen := make(map[string]bool, len(d.Users))
 	for i, u := range d.Users {
 		ukey := index(key+".users", i)
 		u = asciiLower(u)
-		if err := checkMailbox(u, c.RecipientDelimiter); err != nil {
+		delim := c.RecipientDelimiter
+		if !validDelimiter(delim) {
+			delim = "" // reported once, at recipient_delimiter
+		}
+		if err := checkMailbox(u, delim); err != nil {
 			v.errorf(ukey, []string{key + ".users", key}, "%v", err)
 			continue
 		}
-		if slices.Contains(users, u) {
+		if seen[u] {
 			v.errorf(ukey, []string{key + ".users", key}, "user %q is listed twice", u)
 			continue
 		}
+		seen[u] = true
 		users = append(users, u)
 	}
 	d.Users = users
@@ -337,33 +454,22 @@ func (c *Config) validateDomain(v *validator, name string, d Domain) Domain {
 	return d
 }
 
-// leadsSomewhere reports whether mail to addr would be delivered: true for
-// a remote address; for a local one, when the local part (or its part
-// before the recipient delimiter) is a user or an alias, or the domain
-// takes any user, or, if viaCatchAll, has a catch-all. A catch_all itself
-// must not count on the catch-all, or it would point at itself.
-func (c *Config) leadsSomewhere(addr string, viaCatchAll bool) bool {
-	local, domain, _ := strings.Cut(addr, "@")
-	d, ok := c.Domains[domain]
-	if !ok || d.AcceptAnyUser || (viaCatchAll && d.CatchAll != "") {
-		return true
+// inFileOrder orders the keys of the table at prefix as the file lists
+// them (keys not in the file last, by name), so that of two spellings of
+// one name the later one is reported as the duplicate.
+func (v *validator) inFileOrder(prefix string, keys []string) []string {
+	if v.doc == nil {
+		return keys
 	}
-	local = strings.ToLower(local)
-	names := []string{local}
-	if c.RecipientDelimiter != "" {
-		if base, _, ok := strings.Cut(local, c.RecipientDelimiter); ok {
-			names = append(names, base)
+	lines := make(map[string]int, len(keys))
+	for _, k := range keys {
+		lines[k] = math.MaxInt
+		if l := v.doc.line(joinKey([]string{prefix, k})); l > 0 {
+			lines[k] = l
 		}
 	}
-	for _, n := range names {
-		if slices.Contains(d.Users, n) {
-			return true
-		}
-		if _, ok := c.Aliases[n+"@"+domain]; ok {
-			return true
-		}
-	}
-	return false
+	slices.SortStableFunc(keys, func(a, b string) int { return cmp.Compare(lines[a], lines[b]) })
+	return keys
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -385,6 +491,13 @@ func asciiLower(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// validDelimiter accepts "" or one atext punctuation character other than
+// the dot: a letter or digit would split ordinary names, and a dot already
+// means something in local parts.
+func validDelimiter(d string) bool {
+	return d == "" || len(d) == 1 && !isAlnum(d[0]) && d[0] != '.' && isAtext(d[0])
 }
 
 func isAlnum(c byte) bool {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,6 +20,8 @@ import (
 type DirSyncer struct {
 	mu   sync.Mutex
 	dirs map[string]*dirState
+	// syncDir does the fsync; tests replace it to count and slow fsyncs.
+	syncDir func(dir string) error
 }
 
 type dirState struct {
@@ -27,7 +30,7 @@ type dirState struct {
 
 // NewDirSyncer returns a DirSyncer.
 func NewDirSyncer() *DirSyncer {
-	return &DirSyncer{dirs: make(map[string]*dirState)}
+	return &DirSyncer{dirs: make(map[string]*dirState), syncDir: SyncDir}
 }
 
 // Sync makes the entries of dir durable; see DirSyncer.
@@ -58,7 +61,7 @@ func (s *DirSyncer) run(dir string, st *dirState) {
 			return
 		}
 		s.mu.Unlock()
-		err := SyncDir(dir)
+		err := s.syncDir(dir)
 		for _, ch := range batch {
 			ch <- err
 		}
@@ -128,20 +131,35 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 
 // MkdirAll creates dir and its missing parents, and fsyncs the parent of
 // every directory it created, so that the new directories survive a crash.
+//
+// A directory that already exists gets its parent fsynced too: whoever
+// created it (another goroutine that has not reached its fsync yet, or a
+// process that crashed between mkdir and fsync) may not have made its entry
+// durable, and a caller that goes on to put data inside must not depend on
+// that. Parents are created top-down with an fsync after each, so only the
+// deepest existing directory can lack a durable entry.
 func MkdirAll(dir string, perm os.FileMode) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
 	parent := filepath.Dir(dir)
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return &os.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+		}
+		if parent == dir {
+			return nil
+		}
+		return SyncDir(parent)
+	}
 	if parent != dir {
 		if err := MkdirAll(parent, perm); err != nil {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, perm); err != nil {
-		if os.IsExist(err) {
-			return nil
+	if err := os.Mkdir(dir, perm); os.IsExist(err) {
+		// Created meanwhile by someone else; it must still be a directory.
+		if fi, serr := os.Stat(dir); serr != nil || !fi.IsDir() {
+			return err
 		}
+	} else if err != nil {
 		return err
 	}
 	return SyncDir(parent)

@@ -67,8 +67,10 @@ func ParsePathArg(arg, prefix string, utf8ok bool) (PathArg, *Error) {
 	}
 	rest := strings.TrimLeft(arg[len(prefix):], " ")
 	// The parameters follow the path; find them first so that SMTPUTF8 on
-	// MAIL allows UTF-8 in the path of the same command.
-	end := strings.LastIndexByte(rest, '>')
+	// MAIL allows UTF-8 in the path of the same command. The path ends at
+	// its first ">" outside a quoted string: parameter values may contain
+	// ">" too (esmtp-value, RFC 5321 4.1.2), so the last one is not it.
+	end := pathEnd(rest)
 	if end < 0 {
 		return PathArg{}, Errorf(CodeParamSyntax, EInvalidArgs, "Syntax: %s<address>", prefix)
 	}
@@ -94,6 +96,27 @@ func ParsePathArg(arg, prefix string, utf8ok bool) (PathArg, *Error) {
 		return PathArg{}, Errorf(CodeMailboxNotAllowed, ENeedsSMTPUTF8, "Address needs SMTPUTF8").Wrap(err)
 	}
 	return PathArg{}, Errorf(CodeParamSyntax, enh, "Bad address syntax").Wrap(err)
+}
+
+// pathEnd returns the index of the ">" that closes the path at the start
+// of s, skipping quoted strings and their quoted pairs the way
+// address.ParsePath does, or -1.
+func pathEnd(s string) int {
+	if !strings.HasPrefix(s, "<") {
+		return -1
+	}
+	inQuote := false
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case inQuote && c == '\\':
+			i++
+		case c == '"':
+			inQuote = !inQuote
+		case !inQuote && c == '>':
+			return i
+		}
+	}
+	return -1
 }
 
 // parseParams parses " KEY=VALUE KEY ..." (RFC 5321 4.1.2 Mail-parameters).
@@ -138,12 +161,20 @@ func isParamValue(v string) bool {
 }
 
 // ParseSize parses the value of the SIZE parameter (RFC 1870): decimal digits.
+// Values of more than 18 digits are refused: no limit is that large, and
+// BDAT must not promise to read such a chunk.
 func ParseSize(v string) (int64, bool) {
 	if v == "" || len(v) > 18 {
 		return 0, false
 	}
+	// size-value = 1*20DIGIT (RFC 1870 4): strconv alone would take a sign.
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	return n, err == nil && n >= 0
+	return n, err == nil
 }
 
 // ParseBDAT parses the argument of BDAT (RFC 3030): chunk size and LAST.

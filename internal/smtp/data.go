@@ -21,12 +21,12 @@ var (
 
 // dot reader states
 const (
-	stBOL    = iota // at the beginning of a line
-	stDot           // after a leading "." at the beginning of a line
-	stDotCR         // after ".\r" at the beginning of a line
-	stData          // in the middle of a line
-	stCR            // after a "\r" in the middle of a line
-	stDone          // end of data seen
+	stBOL   = iota // at the beginning of a line
+	stDot          // after a leading "." at the beginning of a line
+	stDotCR        // after ".\r" at the beginning of a line
+	stData         // in the middle of a line
+	stCR           // after a "\r" in the middle of a line
+	stDone         // end of data seen
 )
 
 // DotReader reads the text of a DATA command from r (RFC 5321 4.1.1.4):
@@ -162,16 +162,22 @@ func (d *DotReader) emit(p []byte, n int, c byte) int {
 	return n + 1
 }
 
-// DotWriter returns a writer that dot-stuffs a message for DATA (RFC 5321
-// 4.5.2) onto w. Close writes the terminating CRLF "." CRLF, adding a CRLF
-// first if the message did not end with one.
+// NewDotWriter returns a writer that dot-stuffs a message for DATA (RFC
+// 5321 4.5.2) onto w. Close writes the terminating CRLF "." CRLF, adding a
+// CRLF first if the message did not end with one.
+//
+// A bare CR or LF in the message is sent as CRLF: RFC 5321 2.3.8 forbids a
+// client to send them alone, and a receiver that takes "\n.\r\n" for the
+// end of data would otherwise see the rest of the message as commands
+// (SMTP smuggling). Messages with CRLF line endings only go out unchanged
+// apart from the stuffing.
 func NewDotWriter(w io.Writer) *DotWriter { return &DotWriter{w: w, bol: true} }
 
 // DotWriter is the sending half of DotReader.
 type DotWriter struct {
 	w      io.Writer
 	bol    bool // at the beginning of a line
-	prevCR bool
+	prevCR bool // the last byte written was a CR, its LF not yet seen
 	buf    []byte
 }
 
@@ -179,12 +185,32 @@ type DotWriter struct {
 func (d *DotWriter) Write(p []byte) (int, error) {
 	d.buf = d.buf[:0]
 	for _, c := range p {
-		if d.bol && c == '.' {
-			d.buf = append(d.buf, '.')
+		if d.prevCR {
+			// The CR is already out; whatever follows, the line ends here.
+			d.prevCR = false
+			d.buf = append(d.buf, '\n')
+			d.bol = true
+			if c == '\n' {
+				continue
+			}
+		}
+		switch c {
+		case '\r':
+			d.buf = append(d.buf, '\r')
+			d.prevCR = true
+			d.bol = false
+			continue
+		case '\n': // bare: a CRLF's LF was taken above
+			d.buf = append(d.buf, '\r', '\n')
+			d.bol = true
+			continue
+		case '.':
+			if d.bol {
+				d.buf = append(d.buf, '.')
+			}
 		}
 		d.buf = append(d.buf, c)
-		d.bol = c == '\n' && d.prevCR
-		d.prevCR = c == '\r'
+		d.bol = false
 	}
 	if _, err := d.w.Write(d.buf); err != nil {
 		return 0, err
@@ -192,10 +218,13 @@ func (d *DotWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Close ends the data.
+// Close ends the data. It does not close the underlying writer.
 func (d *DotWriter) Close() error {
 	end := ".\r\n"
-	if !d.bol {
+	switch {
+	case d.prevCR:
+		end = "\n.\r\n"
+	case !d.bol:
 		end = "\r\n.\r\n"
 	}
 	_, err := io.WriteString(d.w, end)

@@ -207,7 +207,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		n := len(s.sessions)
 		for ss := range s.sessions {
 			if ss.idle.Load() {
-				ss.conn.SetReadDeadline(time.Now()) // wake it; it answers 421
+				ss.raw.SetReadDeadline(time.Now()) // wake it; it answers 421
 			}
 		}
 		s.mu.Unlock()
@@ -219,7 +219,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			s.mu.Lock()
 			for ss := range s.sessions {
-				ss.conn.Close()
+				ss.raw.Close()
 			}
 			s.mu.Unlock()
 			s.wg.Wait()

@@ -2,6 +2,7 @@ package smtpserver
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -23,12 +24,16 @@ import (
 // session is one SMTP connection: its state machine and its transaction.
 type session struct {
 	srv  *Server
-	conn net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	ip   string
+	conn net.Conn // raw, or the TLS connection over it after STARTTLS
+	// raw is the accepted connection. It never changes, so Shutdown may
+	// use it (deadline, Close) from another goroutine while STARTTLS
+	// replaces conn.
+	raw net.Conn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	ip  string
 
-	idle     atomic.Bool // waiting for a command (Shutdown may wake it)
+	idle     atomic.Bool // waiting for a command outside a transaction (Shutdown may wake it)
 	start    time.Time
 	helo     string
 	esmtp    bool
@@ -43,6 +48,7 @@ type session struct {
 	sender    address.Addr
 	smtputf8  bool
 	body8bit  bool
+	rcptTried bool     // a RCPT command was given, accepted or not
 	rcptAddrs []string // RCPT TO addresses as given, accepted
 	rcpts     []envelope.Recipient
 	rcptKeys  map[string]bool
@@ -67,7 +73,7 @@ var (
 )
 
 func newSession(srv *Server, c net.Conn, ip string) *session {
-	return &session{srv: srv, conn: c, ip: ip, br: bufio.NewReaderSize(c, readerSize), start: srv.opts.Now()}
+	return &session{srv: srv, conn: c, raw: c, ip: ip, br: bufio.NewReaderSize(c, readerSize), start: srv.opts.Now()}
 }
 
 // command is one entry of the command table.
@@ -214,14 +220,17 @@ func (s *session) dispatch(line string) (r *reply) {
 // readLine reads one command line, without its line ending. A line longer
 // than smtp.MaxCommandLine is consumed and answered 500 5.5.2.
 func (s *session) readLine() (string, error) {
-	if s.br.Buffered() == 0 {
-		// RFC 2920: replies to a pipelined group may be held until the
-		// client waits for them, which is when our input runs dry.
+	if !s.lineBuffered() {
+		// RFC 2920 3.2 (7): replies to a pipelined group may be held only
+		// while input remains; when what is left is no whole command, we
+		// are about to wait for the client, and it may be waiting for us.
 		if err := s.flush(); err != nil {
 			return "", err
 		}
 	}
-	s.idle.Store(true)
+	// A session in the middle of a transaction is not idle: Shutdown lets
+	// it finish (see Server.Shutdown).
+	s.idle.Store(!s.inTx)
 	defer s.idle.Store(false)
 	if s.srv.shutdown.Load() && !s.inTx {
 		return "", net.ErrClosed
@@ -252,6 +261,16 @@ func (s *session) readLine() (string, error) {
 		}
 	}
 	return string(line), nil
+}
+
+// lineBuffered reports whether a whole command line is already buffered.
+func (s *session) lineBuffered() bool {
+	n := s.br.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := s.br.Peek(n) // never blocks: n bytes are buffered
+	return bytes.IndexByte(b, '\n') >= 0
 }
 
 func (s *session) writer() *bufio.Writer {
@@ -322,7 +341,7 @@ func (s *session) reset() {
 	s.inTx = false
 	s.sender = address.Addr{}
 	s.smtputf8, s.body8bit = false, false
-	s.rcptAddrs, s.rcpts, s.rcptKeys = nil, nil, nil
+	s.rcptTried, s.rcptAddrs, s.rcpts, s.rcptKeys = false, nil, nil, nil
 }
 
 func validHelo(arg string) bool {
@@ -418,6 +437,7 @@ func (s *session) cmdRcpt(arg string) *reply {
 	if !s.inTx {
 		return rep(smtp.CodeBadSequence, smtp.EInvalidCommand, "Need MAIL command first")
 	}
+	s.rcptTried = true
 	if len(s.rcptAddrs) >= s.srv.opts.MaxRecipients {
 		// RFC 5321 4.5.3.1.10: 452 and the client sends the rest later.
 		return rep(smtp.CodeInsufficientStorage, smtp.ETempTooManyRcpts, "Too many recipients")
@@ -456,6 +476,11 @@ func (s *session) cmdRcpt(arg string) *reply {
 func (s *session) checkTx() *smtp.Error {
 	if !s.inTx {
 		return smtp.Errorf(smtp.CodeBadSequence, smtp.EInvalidCommand, "Need MAIL command first")
+	}
+	// RFC 5321 3.3 allows 503 or 554 here. 503 says the client skipped
+	// RCPT; 554 tells a pipelining client that every RCPT it sent failed.
+	if !s.rcptTried {
+		return smtp.Errorf(smtp.CodeBadSequence, smtp.EInvalidCommand, "Need RCPT command first")
 	}
 	if len(s.rcpts) == 0 {
 		return smtp.Errorf(smtp.CodeTransactionFailed, smtp.EInvalidCommand, "No valid recipients")
@@ -584,6 +609,14 @@ func (s *session) cmdBdat(arg string) *reply {
 		return r
 	}
 	s.conn.SetDeadline(time.Now().Add(s.srv.opts.DataTimeout))
+	if int64(s.br.Buffered()) < size {
+		// RFC 2920 3.2 (7): we are about to wait for more of the chunk;
+		// replies held for the pipelined group go out first.
+		if err := s.flush(); err != nil {
+			s.reset()
+			return &reply{close: true}
+		}
+	}
 	if s.bdat == nil {
 		if err := s.checkTx(); err != nil {
 			if _, derr := io.CopyN(io.Discard, s.br, size); derr != nil {

@@ -100,13 +100,15 @@ type Writer struct {
 	bw   *bufio.Writer
 	err  error
 	done bool
+	off  int64 // where the message starts, after the envelope line
+	n    int64 // bytes written to the file
 }
 
 // Create starts a message: it assigns env.ID and writes the envelope. The
 // caller then writes the message and calls Commit or Abort.
 func (s *Spool) Create(env *envelope.Envelope) (*Writer, error) {
 	env.ID = s.newID(time.Now())
-	f, err := os.OpenFile(filepath.Join(s.tmpDir, env.ID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(filepath.Join(s.tmpDir, env.ID), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
@@ -118,7 +120,22 @@ func (s *Spool) Create(env *envelope.Envelope) (*Writer, error) {
 	}
 	w.bw.Write(line)
 	w.bw.WriteByte('\n')
+	w.off = int64(len(line) + 1)
+	w.n = w.off
 	return w, nil
+}
+
+// Content flushes what was written so far and returns a reader of the
+// message content (not yet durable). It lets a message be delivered
+// straight from the file it is being received into.
+func (w *Writer) Content() (*io.SectionReader, error) {
+	if w.err == nil {
+		w.err = w.bw.Flush()
+	}
+	if w.err != nil {
+		return nil, w.err
+	}
+	return io.NewSectionReader(w.f, w.off, w.n-w.off), nil
 }
 
 // Write appends message bytes. Errors are sticky and reported by Commit too.
@@ -127,6 +144,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	n, err := w.bw.Write(p)
+	w.n += int64(n)
 	if err != nil {
 		w.err = fmt.Errorf("spool: %w", err)
 	}

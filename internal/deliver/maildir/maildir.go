@@ -25,9 +25,9 @@ import (
 
 // Options configures a Maildir deliverer.
 type Options struct {
-	Root     string             // directory holding <domain>/<localpart> mailboxes
-	Hostname string             // the host part of Maildir file names
-	Syncer   *safeio.DirSyncer  // shared directory fsyncs; nil makes one
+	Root     string            // directory holding <domain>/<localpart> mailboxes
+	Hostname string            // the host part of Maildir file names
+	Syncer   *safeio.DirSyncer // shared directory fsyncs; nil makes one
 }
 
 // Maildir is a local Deliverer.
@@ -84,7 +84,7 @@ func (m *Maildir) FileName(env *envelope.Envelope, i int) string {
 
 func (m *Maildir) deliverOne(req deliver.Request, i int) *smtp.Error {
 	rcpt := req.Env.Recipients[i]
-	if strings.Contains(rcpt.Mailbox, "..") || strings.Count(rcpt.Mailbox, "/") != 1 {
+	if !validMailbox(rcpt.Mailbox) {
 		return errBadMbName
 	}
 	dir := filepath.Join(m.root, filepath.FromSlash(rcpt.Mailbox))
@@ -125,6 +125,23 @@ func (m *Maildir) deliverOne(req deliver.Request, i int) *smtp.Error {
 		return classify(err)
 	}
 	return nil
+}
+
+// validMailbox reports whether mb is "domain/localpart" with two plain
+// directory names: a name that is empty, starts with a dot or holds ".."
+// could land outside the mail root, at the root of a domain, or in a
+// hidden directory.
+func validMailbox(mb string) bool {
+	domain, local, ok := strings.Cut(mb, "/")
+	if !ok || strings.Contains(mb, "..") || strings.ContainsRune(mb, 0) {
+		return false
+	}
+	for _, part := range []string{domain, local} {
+		if part == "" || part[0] == '.' || strings.Contains(part, "/") {
+			return false
+		}
+	}
+	return true
 }
 
 func classify(err error) *smtp.Error {
@@ -179,7 +196,10 @@ func writeMessage(w *bufio.Writer, body io.Reader, sender string) error {
 		chunk, err := br.ReadSlice('\n')
 		if len(chunk) > 0 {
 			if heldCR {
-				if chunk[0] != '\n' {
+				// A CR that ended the previous piece of a long line: part
+				// of a CRLF if this piece starts with LF, else a bare CR
+				// kept as is (unless its field is being dropped).
+				if chunk[0] != '\n' && !dropping {
 					w.WriteByte('\r')
 				}
 				heldCR = false
