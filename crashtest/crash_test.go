@@ -507,17 +507,22 @@ func TestCrashRecovery(t *testing.T) {
 
 	chaos := time.Now()
 	killTimes := make([]time.Time, 0, kills)
+	var killWait, restartWait time.Duration // how long reaping and restarting took
 	for k := range kills {
 		time.Sleep(minKillGap + time.Duration(rng.Int64N(int64(maxKillGap-minKillGap))))
+		tk := time.Now()
 		srv.kill()
 		killTimes = append(killTimes, time.Now())
+		killWait += time.Since(tk)
 		if k+1 == blockedKills {
 			if err := os.Remove(blocker); err != nil {
 				t.Fatal(err)
 			}
 			unblockedAt = time.Now()
 		}
+		ts := time.Now()
 		srv.start()
+		restartWait += time.Since(ts)
 	}
 	// Some traffic on the last generation too, then stop sending.
 	time.Sleep(300 * time.Millisecond)
@@ -529,7 +534,8 @@ func TestCrashRecovery(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("clients did not finish within 30s of being stopped")
 	}
-	t.Logf("chaos phase: %v", time.Since(chaos).Round(time.Millisecond))
+	t.Logf("chaos phase: %v (reaping killed processes %v, restarting %v)", time.Since(chaos).Round(time.Millisecond),
+		killWait.Round(time.Millisecond), restartWait.Round(time.Millisecond))
 
 	// Let the last generation deliver what the spool holds.
 	queueDir := filepath.Join(srv.dataDir, "spool", "queue")

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -153,6 +154,56 @@ func TestDefaultServe(t *testing.T) {
 	d := splitDelivered(t, msgs[0])
 	if d.Rest != lf("Subject: defaults", "", "hello localhost") {
 		t.Errorf("delivered %q", d.Rest)
+	}
+	if err := p.Stop(); err != nil {
+		t.Errorf("SIGTERM: %v", err)
+	}
+}
+
+// TestIPv6Listener runs two listeners, 127.0.0.1 and [::1], and sends a
+// message through each. The Received field names the client by an RFC 5321
+// address literal: "[127.0.0.1]" for IPv4, "[IPv6:::1]" for IPv6 (RFC 5321
+// 4.1.3: IPv6-address-literal = "IPv6:" IPv6-addr; 4.4: TCP-info).
+func TestIPv6Listener(t *testing.T) {
+	l6, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	port6 := l6.Addr().(*net.TCPAddr).Port
+	l6.Close()
+	port4 := testutil.FreePort(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := filepath.Join(dir, "posthorn.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`hostname = "mx.example.com"
+data_dir = %q
+[smtp]
+listen = ["127.0.0.1:%d", "[::1]:%d"]
+[domains."example.com"]
+users = ["alice"]
+`, data, port4, port6)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testutil.ServePosthorn(t, dir, "serve", "--config", cfg)
+	if p.Port != port4 {
+		t.Errorf("first listener on port %d, want %d", p.Port, port4)
+	}
+	for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", port4), fmt.Sprintf("[::1]:%d", port6)} {
+		sendMail(t, addr, "bob@example.org", []string{"alice@example.com"}, crlf("Subject: via "+addr, "", "x"))
+	}
+	msgs := testutil.WaitMaildir(t, data, "example.com", "alice", 2, deliveryTimeout)
+	testutil.WaitQueueEmpty(t, data, deliveryTimeout)
+	want := map[string]string{
+		"127.0.0.1": "from client.example.org ([127.0.0.1]) ",
+		"[::1]":     "from client.example.org ([IPv6:::1]) ",
+	}
+	for _, m := range msgs {
+		d := splitDelivered(t, m)
+		for prefix, w := range want {
+			if strings.HasPrefix(d.Rest, "Subject: via "+prefix) && !strings.HasPrefix(d.Received, w) {
+				t.Errorf("message via %s: Received %q, want it to start %q", prefix, d.Received, w)
+			}
+		}
 	}
 	if err := p.Stop(); err != nil {
 		t.Errorf("SIGTERM: %v", err)

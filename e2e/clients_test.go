@@ -29,7 +29,7 @@ func TestSwaksPipelining(t *testing.T) {
 	if data < 0 || mailOK < 0 || data > mailOK {
 		t.Errorf("swaks did not pipeline MAIL..DATA:\n%s", out)
 	}
-	waitIdle(t, p)
+	waitMailboxes(t, p, 1, "alice", "theboss")
 	for _, u := range []string{"alice", "theboss"} {
 		msgs := testutil.ReadMaildir(t, p.DataDir, "example.com", u)
 		if len(msgs) != 1 {
@@ -64,7 +64,7 @@ func TestRawPipelinedReplies(t *testing.T) {
 	c.expectEnh(smtp.CodeOK, smtp.ESuccess)
 	c.expect(smtp.CodeClosing)
 	c.expectClosed()
-	waitIdle(t, p)
+	waitMailboxes(t, p, 1, "alice", "theboss")
 	for _, u := range []string{"alice", "theboss"} {
 		if n := len(testutil.ReadMaildir(t, p.DataDir, "example.com", u)); n != 1 {
 			t.Errorf("%s has %d messages, want 1", u, n)
@@ -349,4 +349,89 @@ func TestSMTPUTF8(t *testing.T) {
 	c.expect(smtp.CodeOK)
 	c.expectEnh(smtp.CodeMailboxNotAllowed, smtp.ENeedsSMTPUTF8)
 	c.cmd("QUIT", smtp.CodeClosing)
+}
+
+// idnConfig has a local domain written in Unicode.
+const idnConfig = `hostname = "mx.example.com"
+[domains."bücher.example"]
+users = ["alice"]
+`
+
+// TestInternationalDomain: mail for alice@bücher.example (sent with
+// SMTPUTF8) and for its A-label form alice@xn--bcher-kva.example (plain
+// ASCII) lands in the same Maildir, named by the A-label.
+func TestInternationalDomain(t *testing.T) {
+	p := testutil.StartPosthorn(t, idnConfig)
+	res := pythonSend(t, p, pySend{From: "bob@example.org", To: []string{"alice@bücher.example"},
+		MailOptions: []string{"SMTPUTF8"}}, []byte(crlf("Subject: U-label", "", "one")))
+	if !res.OK {
+		t.Fatalf("smtplib: %+v", res)
+	}
+	sendMail(t, p.Addr, "bob@example.org", []string{"alice@xn--bcher-kva.example"}, crlf("Subject: A-label", "", "two"))
+	testutil.WaitMaildir(t, p.DataDir, "xn--bcher-kva.example", "alice", 2, deliveryTimeout)
+	waitIdle(t, p)
+	ents, err := os.ReadDir(filepath.Join(p.DataDir, "mail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "xn--bcher-kva.example" {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("mail/ holds %v, want only xn--bcher-kva.example", names)
+	}
+	if n := len(testutil.ReadMaildir(t, p.DataDir, "xn--bcher-kva.example", "alice")); n != 2 {
+		t.Errorf("alice@bücher.example has %d messages, want 2", n)
+	}
+}
+
+// TestAnyUserMailboxNames: with accept_any_user, the local part becomes a
+// directory name, so only safe names may: upper case folds to lower,
+// +detail is dropped, and local parts that would climb out of the mail
+// directory or hide in it are refused with 550 5.1.1.
+func TestAnyUserMailboxNames(t *testing.T) {
+	p := testutil.StartPosthorn(t, `hostname = "mx.example.com"
+[domains."example.com"]
+accept_any_user = true
+`)
+	c := dialSMTP(t, p.Addr)
+	c.expect(smtp.CodeReady)
+	c.cmd("EHLO client.example.org", smtp.CodeOK)
+	c.cmd("MAIL FROM:<bob@example.org>", smtp.CodeOK)
+	for _, bad := range []string{`"../../etc"`, `".."`, `"a/b"`, `".hidden"`, `"x y"`, `"a\\b"`} {
+		c.send("RCPT TO:<" + bad + "@example.com>\r\n")
+		r := c.readReply()
+		if r.Code/100 != 5 {
+			t.Errorf("RCPT TO:<%s@example.com>: %v, want 5xx", bad, r)
+		}
+	}
+	c.cmd("RCPT TO:<Carol.Smith+news@example.com>", smtp.CodeOK)
+	c.cmd("DATA", smtp.CodeStartData)
+	c.send(crlf("Subject: any user", "", "hi") + ".\r\n")
+	c.expect(smtp.CodeOK)
+	c.cmd("QUIT", smtp.CodeClosing)
+	testutil.WaitMaildir(t, p.DataDir, "example.com", "carol.smith", 1, deliveryTimeout)
+	waitIdle(t, p)
+	ents, err := os.ReadDir(filepath.Join(p.DataDir, "mail", "example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "carol.smith" {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("mailboxes %v, want only carol.smith", names)
+	}
+	// Nothing escaped the mail directory.
+	top, err := os.ReadDir(p.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range top {
+		if e.Name() != "mail" && e.Name() != "spool" {
+			t.Errorf("unexpected %s in the data directory", e.Name())
+		}
+	}
 }

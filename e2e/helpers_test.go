@@ -427,6 +427,16 @@ func abbrev(s string) string {
 	return s
 }
 
+// waitMailboxes waits until each user@example.com has at least n messages,
+// then until the server is idle (see waitIdle).
+func waitMailboxes(t testing.TB, p *testutil.Posthorn, n int, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		testutil.WaitMaildir(t, p.DataDir, "example.com", u, n, deliveryTimeout)
+	}
+	waitIdle(t, p)
+}
+
 // waitIdle waits until everything accepted so far is delivered, and checks
 // that no message is left half-received in the spool.
 func waitIdle(t testing.TB, p *testutil.Posthorn) {

@@ -141,7 +141,8 @@ func TestBDAT(t *testing.T) {
 	c.expectEnh(smtp.CodeOK, smtp.ESuccess)
 	c.cmd("QUIT", smtp.CodeClosing)
 
-	waitIdle(t, p)
+	waitMailboxes(t, p, 1, "theboss")
+	waitMailboxes(t, p, 2, "alice")
 	want := strings.ReplaceAll(chunk1+chunk2, "\r\n", "\n")
 	for _, u := range []string{"alice", "theboss"} {
 		msgs := testutil.ReadMaildirFiles(t, p.DataDir, "example.com", u)
@@ -173,5 +174,154 @@ func TestBDAT(t *testing.T) {
 	}
 	if zero != 1 {
 		t.Errorf("the message ended by BDAT 0 LAST arrived %d times, want once", zero)
+	}
+}
+
+// TestBDATAbandoned: a BDAT message that is reset with RSET, or whose
+// client disconnects between chunks or inside one, is never delivered and
+// leaves nothing in the spool; one over max_message_size is refused with
+// 552 5.3.4 with the connection kept in step.
+func TestBDATAbandoned(t *testing.T) {
+	p := testutil.StartPosthorn(t, sizeConfig)
+	start := func() *rawClient {
+		c := dialSMTP(t, p.Addr)
+		c.expect(smtp.CodeReady)
+		c.cmd("EHLO client.example.org", smtp.CodeOK)
+		c.cmd("MAIL FROM:<bob@example.org>", smtp.CodeOK)
+		c.cmd("RCPT TO:<alice@example.com>", smtp.CodeOK)
+		chunk := "Subject: abandoned\r\n\r\nfirst chunk\r\n"
+		c.send("BDAT " + strconv.Itoa(len(chunk)) + "\r\n" + chunk)
+		c.expectEnh(smtp.CodeOK, smtp.ESuccess)
+		return c
+	}
+
+	c := start()
+	c.cmd("RSET", smtp.CodeOK)
+	c.send("BDAT 5 LAST\r\nhello")
+	c.expectEnh(smtp.CodeBadSequence, smtp.EInvalidCommand) // the transaction is gone
+	big := strings.Repeat("x", 2000)
+	c.cmd("MAIL FROM:<bob@example.org>", smtp.CodeOK)
+	c.cmd("RCPT TO:<alice@example.com>", smtp.CodeOK)
+	c.send("BDAT " + strconv.Itoa(len(big)) + " LAST\r\n" + big)
+	c.expectEnh(smtp.CodeExceededStorage, smtp.EMsgTooBig)
+	c.cmd("NOOP", smtp.CodeOK)
+	c.cmd("QUIT", smtp.CodeClosing)
+
+	c = start()
+	c.conn.Close() // between chunks
+	waitLogCount(t, p, "connection closed", 2)
+	c = start()
+	c.send("BDAT 100 LAST\r\nonly part of the chunk")
+	c.conn.Close()
+	waitLogCount(t, p, "connection lost during BDAT", 1)
+	waitLogCount(t, p, "connection closed", 3)
+
+	waitIdle(t, p)
+	if msgs := testutil.ReadMaildir(t, p.DataDir, "example.com", "alice"); len(msgs) != 0 {
+		t.Errorf("alice got %d messages from abandoned BDAT transfers:\n%s", len(msgs), strings.Join(msgs, "\n---\n"))
+	}
+}
+
+// TestConnectionLimitPerIP: past max_connections_per_ip the server answers
+// 421 4.7.0 and closes; once a connection ends, a new one is served.
+func TestConnectionLimitPerIP(t *testing.T) {
+	p := testutil.StartPosthorn(t, `hostname = "mx.example.com"
+[smtp]
+max_connections_per_ip = 2
+[domains."example.com"]
+users = ["alice"]
+`)
+	a := dialSMTP(t, p.Addr)
+	a.expect(smtp.CodeReady)
+	b := dialSMTP(t, p.Addr)
+	b.expect(smtp.CodeReady)
+	c := dialSMTP(t, p.Addr)
+	r := c.expect(smtp.CodeServiceNotAvailable)
+	if !strings.HasPrefix(r.Text(), "4.7.0 ") {
+		t.Errorf("over the limit: %v, want 421 4.7.0", r)
+	}
+	c.expectClosed()
+	a.cmd("QUIT", smtp.CodeClosing)
+	a.expectClosed()
+	// The server counts the connection as ended once its session returns;
+	// a new one may race it, so allow a few tries.
+	deadline := time.Now().Add(ioTimeout)
+	for {
+		d := dialSMTP(t, p.Addr)
+		r := d.readReply()
+		if r.Code == smtp.CodeReady {
+			d.cmd("QUIT", smtp.CodeClosing)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection served after one ended: %v", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.cmd("NOOP", smtp.CodeOK)
+}
+
+// TestTimeouts: an idle client is dropped after command_timeout, and a
+// client trickling its message a byte at a time is dropped when the whole
+// transfer exceeds data_timeout (a slow-loris defence), with nothing
+// delivered.
+func TestTimeouts(t *testing.T) {
+	p := testutil.StartPosthorn(t, `hostname = "mx.example.com"
+[smtp]
+command_timeout = "1s"
+data_timeout = "2s"
+[domains."example.com"]
+users = ["alice"]
+`)
+	idle := dialSMTP(t, p.Addr)
+	idle.expect(smtp.CodeReady)
+	begin := time.Now()
+	waitDropped(t, idle)
+	if d := time.Since(begin); d < 900*time.Millisecond || d > 10*time.Second {
+		t.Errorf("idle client dropped after %v, want about 1s", d)
+	}
+
+	slow := openData(t, p.Addr)
+	begin = time.Now()
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		waitDropped(t, slow)
+	}()
+	msg := "Subject: slow\r\n\r\n" + strings.Repeat("trickle\r\n", 100)
+trickle:
+	for i := 0; i < len(msg); i++ {
+		select {
+		case <-closed:
+			break trickle
+		case <-time.After(100 * time.Millisecond):
+		}
+		slow.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
+		if _, err := slow.conn.Write([]byte{msg[i]}); err != nil {
+			break // the server has closed
+		}
+	}
+	<-closed
+	if d := time.Since(begin); d < 1900*time.Millisecond || d > 10*time.Second {
+		t.Errorf("trickling client dropped after %v, want about 2s", d)
+	}
+	waitIdle(t, p)
+	if msgs := testutil.ReadMaildir(t, p.DataDir, "example.com", "alice"); len(msgs) != 0 {
+		t.Errorf("alice got %d messages", len(msgs))
+	}
+}
+
+// waitDropped reads until the server ends the connection, allowing one
+// 421 reply before it does.
+func waitDropped(t *testing.T, c *rawClient) {
+	c.conn.SetReadDeadline(time.Now().Add(ioTimeout))
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(line, "421") {
+			t.Errorf("server sent %q before dropping the client", line)
+		}
 	}
 }

@@ -77,46 +77,63 @@ func TestStartTLSSwaks(t *testing.T) {
 // TestStartTLSInjection is the STARTTLS command injection of CVE-2011-0411:
 // commands written in clear text in the same packet as STARTTLS must not
 // be executed inside the TLS session, where they would pass for the
-// client's (RFC 3207 4.2 says the client must start over). Had the server
-// kept the injected EHLO and MAIL FROM, their replies would arrive inside
-// TLS ahead of ours: the reply to our EHLO would greet evil.example.net,
-// and the replies would be out of step from then on. Instead our EHLO and
-// MAIL FROM get their own 250s, and the message carries our sender.
+// client's (RFC 3207 4.2: the client must start over). Had the server kept
+// an injected command, its reply would arrive inside TLS ahead of ours and
+// the replies would be out of step: an injected MAIL FROM would make the
+// server answer 503 (no EHLO yet) where our EHLO expects 250, an injected
+// EHLO would greet evil.example.net. Instead our EHLO gets its own
+// greeting, our MAIL FROM gets 250, and the message carries our sender.
 func TestStartTLSInjection(t *testing.T) {
 	p := testutil.StartPosthorn(t, baseConfig)
-	c := dialSMTP(t, p.Addr)
-	c.expect(smtp.CodeReady)
-	ehlo := c.cmd("EHLO client.example.org", smtp.CodeOK)
-	if !contains(ehlo.Lines, "STARTTLS") {
-		t.Fatalf("EHLO %v does not offer STARTTLS", ehlo)
+	injections := []struct{ name, cmds string }{
+		{"MAIL", "MAIL FROM:<evil@example.net>\r\n"},
+		{"EHLO+MAIL+RCPT", "EHLO evil.example.net\r\nMAIL FROM:<evil@example.net>\r\nRCPT TO:<theboss@example.com>\r\n"},
+		{"RSET", "RSET\r\n"},
 	}
-	c.send("STARTTLS\r\nEHLO evil.example.net\r\nMAIL FROM:<evil@example.net>\r\n")
-	c.expectEnh(smtp.CodeReady, smtp.ESuccess)
-	st := c.startTLS()
-	if err := st.PeerCertificates[0].VerifyHostname(hostname); err != nil {
-		t.Errorf("certificate: %v", err)
+	for _, inj := range injections {
+		t.Run(inj.name, func(t *testing.T) {
+			c := dialSMTP(t, p.Addr)
+			c.expect(smtp.CodeReady)
+			ehlo := c.cmd("EHLO client.example.org", smtp.CodeOK)
+			if !contains(ehlo.Lines, "STARTTLS") {
+				t.Fatalf("EHLO %v does not offer STARTTLS", ehlo)
+			}
+			c.send("STARTTLS\r\n" + inj.cmds)
+			c.expectEnh(smtp.CodeReady, smtp.ESuccess)
+			st := c.startTLS()
+			if err := st.PeerCertificates[0].VerifyHostname(hostname); err != nil {
+				t.Errorf("certificate: %v", err)
+			}
+			ehlo = c.cmd("EHLO client.example.org", smtp.CodeOK)
+			if ehlo.Text() != hostname+" Hello client.example.org" {
+				t.Errorf("first reply inside TLS is %v, want the reply to our EHLO", ehlo)
+			}
+			if contains(ehlo.Lines, "STARTTLS") {
+				t.Errorf("EHLO inside TLS %v still offers STARTTLS", ehlo)
+			}
+			c.send("MAIL FROM:<a@example.org>\r\n")
+			c.expectEnh(smtp.CodeOK, smtp.ESenderOK)
+			c.cmd("RCPT TO:<alice@example.com>", smtp.CodeOK)
+			c.cmd("DATA", smtp.CodeStartData)
+			c.send(crlf("Subject: after STARTTLS", "", inj.name) + ".\r\n")
+			c.expectEnh(smtp.CodeOK, smtp.ESuccess)
+			c.cmd("QUIT", smtp.CodeClosing)
+		})
 	}
-	// RFC 3207 4.2: the client starts over with EHLO, and STARTTLS is no
-	// longer offered.
-	ehlo = c.cmd("EHLO client.example.org", smtp.CodeOK)
-	if ehlo.Text() != hostname+" Hello client.example.org" {
-		t.Errorf("first reply inside TLS is %v, want the reply to our EHLO", ehlo)
+	msgs := testutil.WaitMaildir(t, p.DataDir, "example.com", "alice", len(injections), deliveryTimeout)
+	waitIdle(t, p)
+	if len(msgs) != len(injections) {
+		t.Errorf("alice has %d messages, want %d", len(msgs), len(injections))
 	}
-	if contains(ehlo.Lines, "STARTTLS") {
-		t.Errorf("EHLO inside TLS %v still offers STARTTLS", ehlo)
+	for _, m := range msgs {
+		d := splitDelivered(t, m)
+		if d.ReturnPath != "a@example.org" {
+			t.Errorf("Return-Path <%s>, want <a@example.org>", d.ReturnPath)
+		}
+		checkReceived(t, d.Received, "client.example.org", "ESMTPS", "")
 	}
-	c.send("MAIL FROM:<a@example.org>\r\n")
-	c.expectEnh(smtp.CodeOK, smtp.ESenderOK)
-	c.cmd("RCPT TO:<alice@example.com>", smtp.CodeOK)
-	c.cmd("DATA", smtp.CodeStartData)
-	c.send(crlf("Subject: after STARTTLS", "", "hello") + ".\r\n")
-	c.expectEnh(smtp.CodeOK, smtp.ESuccess)
-	c.cmd("QUIT", smtp.CodeClosing)
-
-	d := checkOnlyMessage(t, p, "alice", lf("Subject: after STARTTLS", "", "hello"))
-	if d.ReturnPath != "a@example.org" {
-		t.Errorf("Return-Path <%s>, want <a@example.org>", d.ReturnPath)
+	if n := len(testutil.ReadMaildir(t, p.DataDir, "example.com", "theboss")); n != 0 {
+		t.Errorf("theboss, named only by an injected RCPT, got %d messages", n)
 	}
-	checkReceived(t, d.Received, "client.example.org", "ESMTPS", "")
-	p.WaitLog("discarded commands pipelined after STARTTLS", ioTimeout)
+	waitLogCount(t, p, "discarded commands pipelined after STARTTLS", len(injections))
 }

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 )
 
@@ -34,8 +35,9 @@ const (
 // ends the data. The end of data is recognised only as CRLF "." CRLF: a
 // bare CR or LF never starts a line. Past the size limit, or after a bare
 // CR or LF, it keeps consuming input up to the end of data but returns no
-// more bytes, and then returns ErrTooBig or ErrBareLineEnding instead of
-// io.EOF. Line endings are returned as they are (CRLF).
+// more bytes, and then returns ErrTooBig or ErrBareLineEnding (which wins
+// when both apply) instead of io.EOF. Line endings are returned as they
+// are (CRLF).
 type DotReader struct {
 	r       *bufio.Reader
 	state   int
@@ -43,7 +45,7 @@ type DotReader struct {
 	max     int64
 	tooBig  bool
 	bare    bool
-	pending [2]byte // bytes held back (a CR whose LF is not yet seen)
+	pending [2]byte // output that did not fit in p: the LF of a CRLF pair
 	npend   int
 }
 
@@ -65,9 +67,14 @@ func (d *DotReader) Read(p []byte) (int, error) {
 		d.npend--
 		n++
 	}
-	for n < len(p) {
-		if d.state == stDone {
-			break
+	for n < len(p) && d.state != stDone {
+		if d.state == stData || d.state == stBOL {
+			// Most of a message is ordinary text: take what is buffered
+			// in bulk instead of a byte at a time.
+			if w, took := d.run(p[n:]); took {
+				n += w
+				continue
+			}
 		}
 		c, err := d.r.ReadByte()
 		if err != nil {
@@ -125,6 +132,67 @@ func (d *DotReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// run is the fast path of Read. It handles the bytes already buffered in
+// the bufio.Reader for as long as they are ordinary: runs of bytes other
+// than CR and LF in the middle of a line, CRLF pairs, and lines that do
+// not start with ".", CR or LF. It stops, leaving the byte to the state
+// machine, at anything else, at the end of the buffered bytes or of p,
+// and where the size limit would be crossed. It copies into p (nothing,
+// once the message is doomed) and reports how many bytes it put in p and
+// whether it consumed any input.
+func (d *DotReader) run(p []byte) (int, bool) {
+	buf, _ := d.r.Peek(d.r.Buffered()) // no I/O: only what is buffered
+	drop := d.bare || d.tooBig
+	room := int64(len(p)) // bytes we may still put in p
+	if !drop && d.max > 0 {
+		room = min(room, d.max-d.n)
+	}
+	pos, w := 0, 0
+	for pos < len(buf) {
+		if d.state == stBOL {
+			if c := buf[pos]; c == '.' || c == '\r' || c == '\n' {
+				break
+			}
+			d.state = stData
+		}
+		if d.state != stData {
+			break
+		}
+		seg := buf[pos:]
+		if !drop && int64(len(seg)) > room-int64(w) {
+			seg = seg[:room-int64(w)]
+		}
+		if i := bytes.IndexByte(seg, '\r'); i >= 0 {
+			seg = seg[:i]
+		}
+		if i := bytes.IndexByte(seg, '\n'); i >= 0 {
+			seg = seg[:i]
+		}
+		if !drop {
+			copy(p[w:], seg)
+			w += len(seg)
+		}
+		pos += len(seg)
+		// A CRLF pair ends the line.
+		if pos+1 < len(buf) && buf[pos] == '\r' && buf[pos+1] == '\n' && (drop || room-int64(w) >= 2) {
+			if !drop {
+				p[w], p[w+1] = '\r', '\n'
+				w += 2
+			}
+			pos += 2
+			d.state = stBOL
+			continue
+		}
+		break
+	}
+	if pos == 0 {
+		return 0, false
+	}
+	d.n += int64(w)
+	d.r.Discard(pos)
+	return w, true
 }
 
 // data handles a byte in the middle of a line.

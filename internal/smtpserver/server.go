@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -28,6 +29,8 @@ type Spooler interface {
 
 // SpoolWriter receives one message. Commit returning nil means the message
 // and its envelope are on stable storage: only then does the client get 250.
+// A Commit that fails has discarded the message; Abort drops one not
+// committed.
 type SpoolWriter interface {
 	io.Writer
 	Commit() error
@@ -164,10 +167,16 @@ func (s *Server) handle(c net.Conn) {
 		s.mu.Unlock()
 	}()
 	if over || s.shutdown.Load() {
+		// RFC 5321 3.1: a server that cannot take the session answers the
+		// opening with 421 and closes.
+		enh, text, logMsg := smtp.ETempConnLimit, "Too many connections, try again later", "connection refused: limit"
+		if !over {
+			enh, text, logMsg = smtp.EServiceShutdown, errShuttingDown.Message, "connection refused: shutting down"
+		}
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, "421 4.7.0 "+s.opts.Hostname+" Too many connections, try again later\r\n")
+		fmt.Fprintf(c, "%d %s %s %s\r\n", smtp.CodeServiceNotAvailable, enh, s.opts.Hostname, text)
 		c.Close()
-		s.log.Info("connection refused: limit", "client_ip", ip)
+		s.log.Info(logMsg, "client_ip", ip)
 		return
 	}
 	ss := newSession(s, c, ip)

@@ -1,6 +1,7 @@
 package smtpserver
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -32,6 +33,13 @@ var ehloLines = []string{
 func (c *client) greet() {
 	c.tb.Helper()
 	c.expect("220 mx.example.com ESMTP Posthorn")
+	c.greet2()
+}
+
+// greet2 sends EHLO c.example.org and reads the reply of a server whose
+// STARTTLS is off or done.
+func (c *client) greet2() {
+	c.tb.Helper()
 	c.send("EHLO c.example.org")
 	for _, l := range ehloLines {
 		c.expect(l)
@@ -289,6 +297,10 @@ func TestConnectionLimits(t *testing.T) {
 		c3 := dialFrom(t, ts.addr, from("127.0.0.1"))
 		c3.expect(refused)
 		c3.expectClosed()
+		// Operators (and e2e/load_test.go) look for this line.
+		if !strings.Contains(ts.logs.String(), "connection refused: limit") {
+			t.Errorf("no \"connection refused: limit\" in the log:\n%s", ts.logs.String())
+		}
 		// Another address has its own count.
 		c4 := dialFrom(t, ts.addr, from("127.0.0.2"))
 		c4.expect("220 mx.example.com ESMTP Posthorn")
@@ -318,7 +330,7 @@ func TestConnectionLimits(t *testing.T) {
 // waitForGreeting connects until the server greets with 220 rather than
 // refusing with 421 (a closed session frees its slot just after the
 // client sees the close).
-func waitForGreeting(t *testing.T, addr string, local net.Addr) {
+func waitForGreeting(t testing.TB, addr string, local net.Addr) {
 	t.Helper()
 	waitFor(t, "a free connection slot", func() bool {
 		c := dialFrom(t, addr, local)
@@ -437,7 +449,7 @@ func shutdownAsync(ts *testServer, timeout time.Duration) <-chan error {
 
 // waitShutdownStarted waits until the listener is closed, then long
 // enough for Shutdown to have looked at the sessions a few times.
-func waitShutdownStarted(t *testing.T, ts *testServer) {
+func waitShutdownStarted(t testing.TB, ts *testServer) {
 	t.Helper()
 	waitFor(t, "the listener to close", func() bool {
 		c, err := net.DialTimeout("tcp", ts.addr, time.Second)
@@ -449,7 +461,7 @@ func waitShutdownStarted(t *testing.T, ts *testServer) {
 	time.Sleep(150 * time.Millisecond)
 }
 
-func checkServeClosed(t *testing.T, ts *testServer) {
+func checkServeClosed(t testing.TB, ts *testServer) {
 	t.Helper()
 	select {
 	case err := <-ts.serveErr:
@@ -491,6 +503,25 @@ func TestShutdownIdle(t *testing.T) {
 	if err := ts.srv.Serve(l); !errors.Is(err, ErrServerClosed) {
 		t.Errorf("Serve after Shutdown returned %v, want ErrServerClosed", err)
 	}
+}
+
+// TestShutdownIdleTLS: an idle session after STARTTLS is woken through
+// the TCP connection under TLS and answers 421 over TLS.
+func TestShutdownIdleTLS(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.TLSConfig = testTLS(t) })
+	c := dial(t, ts.addr)
+	c.expect("220 mx.example.com ESMTP Posthorn")
+	c.send("STARTTLS")
+	c.expect("220 Ready to start TLS")
+	c.starttls(false)
+	c.greet2()
+	done := shutdownAsync(ts, 10*time.Second)
+	c.expect("421 4.3.2 Server shutting down")
+	c.expectClosed()
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	checkServeClosed(t, ts)
 }
 
 // TestShutdownFinishesTransaction: a session in the middle of a mail
@@ -548,25 +579,34 @@ func TestShutdownDeadline(t *testing.T) {
 // Run with -update to rewrite them.
 func TestReceivedGolden(t *testing.T) {
 	cases := []struct {
-		name  string
-		tls   bool
-		helo  string
-		mail  string
-		rcpts []string
+		name   string
+		listen string
+		tls    bool
+		helo   string
+		mail   string
+		rcpts  []string
 	}{
-		{"helo", false, "HELO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com"}},
-		{"ehlo", false, "EHLO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com"}},
-		{"ehlo-smtputf8", false, "EHLO", "MAIL FROM:<jörg@exämple.org> SMTPUTF8", []string{"alice@example.com"}},
-		{"ehlo-two-rcpts", false, "EHLO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com", "theboss@example.com"}},
-		{"tls-ehlo", true, "EHLO", "MAIL FROM:<bob@example.org>", []string{"alice+box@example.com"}},
-		{"tls-helo", true, "HELO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com"}},
-		{"tls-smtputf8", true, "EHLO", "MAIL FROM:<jörg@exämple.org> SMTPUTF8", []string{"alice@example.com", "theboss@example.com"}},
+		{"helo", "127.0.0.1:0", false, "HELO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com"}},
+		{"ehlo", "127.0.0.1:0", false, "EHLO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com"}},
+		{"ehlo-ipv6", "[::1]:0", false, "EHLO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com"}},
+		{"ehlo-smtputf8", "127.0.0.1:0", false, "EHLO", "MAIL FROM:<jörg@exämple.org> SMTPUTF8", []string{"alice@example.com"}},
+		{"ehlo-two-rcpts", "127.0.0.1:0", false, "EHLO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com", "theboss@example.com"}},
+		{"tls-ehlo", "127.0.0.1:0", true, "EHLO", "MAIL FROM:<bob@example.org>", []string{"alice+box@example.com"}},
+		{"tls-helo", "127.0.0.1:0", true, "HELO", "MAIL FROM:<bob@example.org>", []string{"alice@example.com"}},
+		{"tls-smtputf8", "127.0.0.1:0", true, "EHLO", "MAIL FROM:<jörg@exämple.org> SMTPUTF8", []string{"alice@example.com", "theboss@example.com"}},
 	}
 	const content = "Subject: golden\r\n\r\nbody\r\n"
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ts := startServer(t, func(o *Options) {
+			l, err := net.Listen("tcp", tc.listen)
+			if err != nil && tc.listen == "[::1]:0" {
+				t.Skipf("no IPv6 loopback here (%v); TestReceivedAddressLiteral covers the format", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts := startServerOn(t, l, func(o *Options) {
 				o.Spooler = SpoolerFunc(o.Spooler.Create) // the adapter, once
 				if tc.tls {
 					o.TLSConfig = testTLS(t)
@@ -624,4 +664,34 @@ func TestReceivedGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReceivedAddressLiteral: the client IP in the Received field is an
+// RFC 5321 4.1.3 address literal, with the "IPv6:" tag for IPv6.
+func TestReceivedAddressLiteral(t *testing.T) {
+	for ip, want := range map[string]string{
+		"192.0.2.7":   "Received: from c.example.org ([192.0.2.7])\r\n",
+		"2001:db8::7": "Received: from c.example.org ([IPv6:2001:db8::7])\r\n",
+	} {
+		s := &session{srv: &Server{opts: Options{Hostname: testHostname}}, ip: ip, helo: "c.example.org", esmtp: true}
+		if got := s.receivedHeader("Q1", fixedNow); !strings.HasPrefix(got, want) {
+			t.Errorf("client %s: got %q, want it to start with %q", ip, got, want)
+		}
+	}
+}
+
+// TestRefusedDuringShutdown: a connection accepted just as Shutdown began
+// is told so, not that there are too many connections.
+func TestRefusedDuringShutdown(t *testing.T) {
+	spool, logs := &fakeSpool{}, &syncBuffer{}
+	srv := New(baseOptions(t, spool, logs))
+	srv.shutdown.Store(true)
+	cs, ss := net.Pipe()
+	defer cs.Close()
+	srv.wg.Add(1)
+	go srv.handle(ss)
+	c := &client{tb: t, raw: cs, conn: cs, br: bufio.NewReader(cs)}
+	c.expect("421 4.3.2 mx.example.com Server shutting down")
+	c.expectClosed()
+	srv.wg.Wait()
 }

@@ -9,7 +9,7 @@ import (
 // receivedHeader returns the Received trace field (RFC 5321 4.4) that is
 // prepended to every accepted message:
 //
-//	Received: from HELO ([IP])
+//	Received: from HELO ([IP] or [IPv6:IP])
 //		by HOSTNAME (Posthorn) with PROTOCOL (TLS info) id ID
 //		for <RCPT>; DATE
 //
@@ -30,9 +30,9 @@ func (s *session) receivedHeader(id string, now time.Time) string {
 	b.Grow(256)
 	b.WriteString("Received: from ")
 	b.WriteString(s.helo)
-	b.WriteString(" ([")
-	b.WriteString(s.ip)
-	b.WriteString("])\r\n\tby ")
+	b.WriteString(" (")
+	b.WriteString(addressLiteral(s.ip))
+	b.WriteString(")\r\n\tby ")
 	b.WriteString(s.srv.opts.Hostname)
 	b.WriteString(" (Posthorn) with ")
 	b.WriteString(proto)
@@ -54,6 +54,15 @@ func (s *session) receivedHeader(id string, now time.Time) string {
 	b.WriteString(now.Format(time.RFC1123Z))
 	b.WriteString("\r\n")
 	return b.String()
+}
+
+// addressLiteral writes a client IP as RFC 5321 4.1.3 address-literal,
+// which is how TCP-info (4.4) names it: an IPv6 address needs its tag.
+func addressLiteral(ip string) string {
+	if strings.IndexByte(ip, ':') >= 0 {
+		return "[IPv6:" + ip + "]"
+	}
+	return "[" + ip + "]"
 }
 
 // headerScan counts the Received fields in the header section of a message

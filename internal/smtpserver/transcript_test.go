@@ -68,7 +68,6 @@ func parseTranscript(tb testing.TB, path string) *transcript {
 	}
 	tr := &transcript{name: filepath.Base(path), set: map[string]string{}}
 	var msg *expectedMessage
-	lastS := ""
 	for i, l := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
 		n := i + 1
 		fail := func(format string, args ...any) {
@@ -113,9 +112,6 @@ func parseTranscript(tb testing.TB, path string) *transcript {
 		switch kind {
 		case "C", "S":
 			tr.steps = append(tr.steps, transcriptStep{n, kind, text})
-			if kind == "S" {
-				lastS = text
-			}
 		case "B":
 			raw, err := strconv.Unquote(text)
 			if err != nil {
@@ -135,8 +131,8 @@ func parseTranscript(tb testing.TB, path string) *transcript {
 			fail("unknown line kind %q", kind)
 		}
 	}
-	if lastS != "<EOF>" {
-		tb.Fatalf("%s: the last S: line must be <EOF>", path)
+	if n := len(tr.steps); n == 0 || tr.steps[n-1].kind != "S" || tr.steps[n-1].text != "<EOF>" {
+		tb.Fatalf("%s: the exchange must end with S: <EOF>", path)
 	}
 	return tr
 }
@@ -196,7 +192,7 @@ func TestTranscripts(t *testing.T) {
 	}
 }
 
-func runTranscript(t *testing.T, tr *transcript) {
+func runTranscript(t testing.TB, tr *transcript) {
 	t.Helper()
 	ts := startServer(t, func(o *Options) { tr.options(t, o) })
 	c := dial(t, ts.addr)
@@ -242,7 +238,7 @@ func runTranscript(t *testing.T, tr *transcript) {
 	checkMessages(t, tr, ts.spool.messages(), ids)
 }
 
-func checkMessages(t *testing.T, tr *transcript, got []spooled, ids []string) {
+func checkMessages(t testing.TB, tr *transcript, got []spooled, ids []string) {
 	t.Helper()
 	if len(got) != len(tr.messages) {
 		t.Errorf("%s: %d messages committed, want %d", tr.name, len(got), len(tr.messages))

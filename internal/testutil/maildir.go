@@ -86,13 +86,12 @@ func WaitMaildir(t testing.TB, dataDir, domain, user string, n int, timeout time
 }
 
 // SpoolEntries lists the names in <dataDir>/spool/<sub> ("tmp" for messages
-// being received, "queue" for accepted ones not yet fully delivered).
+// being received, "queue" for accepted ones not yet fully delivered). The
+// directory must exist (a running server has made it): were it renamed,
+// "no entries" would make every check of an empty spool pass unseen.
 func SpoolEntries(t testing.TB, dataDir, sub string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(dataDir, "spool", sub))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
 	if err != nil {
 		t.Fatalf("read spool: %v", err)
 	}

@@ -41,21 +41,26 @@ type record struct {
 	Reason string `json:"reason"`
 
 	// load
-	C       int      `json:"c"`
-	N       int      `json:"n"`
-	CPUUsec int64    `json:"cpu_usec"`
-	Load    *loadOut `json:"load"`
+	C        int      `json:"c"`
+	N        int      `json:"n"`
+	Rep      int      `json:"rep"`
+	CPUUsec  int64    `json:"cpu_usec"`
+	LoadAvgB float64  `json:"loadavg_before"`
+	LoadAvgA float64  `json:"loadavg_after"`
+	Load     *loadOut `json:"load"`
 
 	// smtp-source
 	RC      int     `json:"rc"`
 	Seconds float64 `json:"seconds"`
 
 	// idle
-	Target      int    `json:"target"`
-	Established int    `json:"server_side_established"`
-	Aborted     string `json:"aborted"`
-	Base        *mem   `json:"base"`
-	Idle        *mem   `json:"idle"`
+	Target      int     `json:"target"`
+	RampSeconds int     `json:"ramp_seconds"`
+	LoadAvg     float64 `json:"loadavg"`
+	Established int     `json:"server_side_established"`
+	Aborted     string  `json:"aborted"`
+	Base        *mem    `json:"base"`
+	Idle        *mem    `json:"idle"`
 	Client      *struct {
 		Established int     `json:"established"`
 		Failed      int     `json:"failed"`
@@ -67,6 +72,7 @@ type record struct {
 	Kernel  string `json:"kernel"`
 	CPUs    int    `json:"cpus"`
 	MemKB   int64  `json:"mem_kb"`
+	Reps    int    `json:"reps"`
 	CPUMeth string `json:"cpu_method"`
 	Size    int    `json:"size"`
 	PFVer   string `json:"postfix_version"`
@@ -120,7 +126,12 @@ func main() {
 	}
 
 	var meta record
-	var notes []string
+	for _, rec := range recs {
+		if rec.Kind == "meta" {
+			meta = rec
+		}
+	}
+	var notes, busy []string
 	for _, rec := range recs {
 		switch rec.Kind {
 		case "meta":
@@ -128,6 +139,9 @@ func main() {
 		case "skip":
 			notes = append(notes, fmt.Sprintf("%s skipped: %s", rec.Server, rec.Reason))
 		case "load":
+			if meta.CPUs > 0 && (rec.LoadAvgB > float64(meta.CPUs) || rec.LoadAvgA > 2*float64(meta.CPUs)) {
+				busy = append(busy, fmt.Sprintf("%s c=%d: %.1f/%.1f", rec.Server, rec.C, rec.LoadAvgB, rec.LoadAvgA))
+			}
 			if rec.Load != nil && rec.Load.Failed > 0 {
 				notes = append(notes, fmt.Sprintf("%s c=%d: %d messages failed (first error: %s)", rec.Server, rec.C, rec.Load.Failed, first(rec.Load.Errors)))
 			}
@@ -138,12 +152,29 @@ func main() {
 			if rec.Aborted != "" {
 				notes = append(notes, fmt.Sprintf("%s idle test stopped early: %s", rec.Server, rec.Aborted))
 			}
+			if rec.Client != nil {
+				notes = append(notes, fmt.Sprintf("%s: opening %d idle connections took %d s (load average %.1f)", rec.Server, rec.Target, rec.RampSeconds, rec.LoadAvg))
+			}
+			if rec.Server == "posthorn" && rec.Idle != nil && rec.Established >= 10000 {
+				mb := float64(rec.Idle.RSSKB) * 1024 / 1e6
+				verdict := "meets"
+				if mb > 200 {
+					verdict = "MISSES"
+				}
+				notes = append(notes, fmt.Sprintf("posthorn with %d idle connections: VmRSS %.1f MB, %s the target of <= 200 MB", rec.Established, mb, verdict))
+			}
 			if rec.Client != nil && rec.Client.Established < rec.Target {
 				notes = append(notes, fmt.Sprintf("%s held %d of %d idle connections (client side), %d open server side at measurement", rec.Server, rec.Client.Established, rec.Target, rec.Established))
 			}
 		}
 	}
 
+	if len(busy) > 0 {
+		notes = append(notes, fmt.Sprintf("machine busy (1-min load average above %d CPUs, before/after) during: %s; absolute figures are depressed, compare ratios", meta.CPUs, strings.Join(busy, ", ")))
+	}
+	if meta.Reps > 1 {
+		notes = append(notes, fmt.Sprintf("each load figure is the median of %d interleaved repetitions", meta.Reps))
+	}
 	rows := buildRows(recs)
 	title := "Posthorn vs Postfix: SMTP on loopback to Maildir"
 	hdr := fmt.Sprintf("%s, kernel %s, %d CPUs, %.1f GiB RAM, %d-byte messages, CPU accounting: %s, Postfix %s, Posthorn %s",
@@ -210,19 +241,19 @@ func buildRows(recs []record) []row {
 		server string
 		c      int
 	}
-	loads := map[key]record{}
-	srcs := map[key]record{}
+	loads := map[key][]record{}
+	srcs := map[key][]record{}
 	idles := map[string]record{}
 	clientSet := map[int]bool{}
 	for _, r := range recs {
 		switch r.Kind {
 		case "load":
 			if r.Load != nil {
-				loads[key{r.Server, r.C}] = r
+				loads[key{r.Server, r.C}] = append(loads[key{r.Server, r.C}], r)
 				clientSet[r.C] = true
 			}
 		case "smtp-source":
-			srcs[key{r.Server, r.C}] = r
+			srcs[key{r.Server, r.C}] = append(srcs[key{r.Server, r.C}], r)
 			clientSet[r.C] = true
 		case "idle":
 			idles[r.Server] = r
@@ -235,18 +266,10 @@ func buildRows(recs []record) []row {
 	sort.Ints(clients)
 
 	var rows []row
-	add := func(metric, better string, c int, f func(record) (float64, bool), from map[key]record) {
+	add := func(metric, better string, c int, f func(record) (float64, bool), from map[key][]record) {
 		r := row{Metric: metric, Clients: fmt.Sprint(c), Better: better}
-		if rec, ok := from[key{"postfix", c}]; ok {
-			if v, ok := f(rec); ok {
-				r.Postfix = ptr(v)
-			}
-		}
-		if rec, ok := from[key{"posthorn", c}]; ok {
-			if v, ok := f(rec); ok {
-				r.Posthorn = ptr(v)
-			}
-		}
+		r.Postfix = median(from[key{"postfix", c}], f)
+		r.Posthorn = median(from[key{"posthorn", c}], f)
 		if r.Postfix == nil && r.Posthorn == nil {
 			return
 		}
@@ -301,7 +324,15 @@ func buildRows(recs []record) []row {
 			}
 		}
 		note := "idle conns held: " + strings.Join(conns, ", ")
-		memRow := func(metric, better string, f func(record) (float64, bool)) {
+		sameCount := true
+		if a, ok := idles["postfix"]; ok {
+			if b, ok := idles["posthorn"]; ok {
+				sameCount = held(a) == held(b)
+			}
+		}
+		// perConn rows are comparable across different connection counts;
+		// the raw totals only when both servers held the same number.
+		memRow := func(metric, better string, perConn bool, f func(record) (float64, bool)) {
 			r := row{Metric: metric, Clients: "idle", Better: better, Note: note}
 			if rec, ok := idles["postfix"]; ok {
 				if v, ok := f(rec); ok {
@@ -313,35 +344,35 @@ func buildRows(recs []record) []row {
 					r.Posthorn = ptr(v)
 				}
 			}
-			if r.Postfix != nil && r.Posthorn != nil && *r.Postfix != 0 {
+			if r.Postfix != nil && r.Posthorn != nil && *r.Postfix != 0 && (perConn || sameCount) {
 				r.Ratio = ptr(*r.Posthorn / *r.Postfix)
 			}
 			rows = append(rows, r)
 		}
-		memRow("memory with idle conns, RSS sum MiB", "lower", func(r record) (float64, bool) {
+		memRow("memory with idle conns, RSS sum MiB", "lower", false, func(r record) (float64, bool) {
 			return float64(r.Idle.RSSKB) / 1024, r.Idle != nil
 		})
-		memRow("memory with idle conns, PSS sum MiB", "lower", func(r record) (float64, bool) {
+		memRow("memory with idle conns, PSS sum MiB", "lower", false, func(r record) (float64, bool) {
 			return float64(r.Idle.PSSKB) / 1024, r.Idle != nil
 		})
-		memRow("server processes with idle conns", "lower", func(r record) (float64, bool) {
+		memRow("server processes with idle conns", "lower", false, func(r record) (float64, bool) {
 			return float64(r.Idle.Procs), r.Idle != nil
 		})
-		memRow("PSS KiB per idle conn (delta)", "lower", func(r record) (float64, bool) {
+		memRow("PSS KiB per idle conn (delta)", "lower", true, func(r record) (float64, bool) {
 			h := held(r)
 			if r.Idle == nil || r.Base == nil || h == 0 {
 				return 0, false
 			}
 			return float64(r.Idle.PSSKB-r.Base.PSSKB) / float64(h), true
 		})
-		memRow("RSS MiB extrapolated to 10,000 conns", "lower", func(r record) (float64, bool) {
+		memRow("RSS MiB extrapolated to 10,000 conns", "lower", true, func(r record) (float64, bool) {
 			h := held(r)
 			if r.Idle == nil || r.Base == nil || h == 0 {
 				return 0, false
 			}
 			return (float64(r.Base.RSSKB) + float64(r.Idle.RSSKB-r.Base.RSSKB)/float64(h)*10000) / 1024, true
 		})
-		memRow("PSS MiB extrapolated to 10,000 conns", "lower", func(r record) (float64, bool) {
+		memRow("PSS MiB extrapolated to 10,000 conns", "lower", true, func(r record) (float64, bool) {
 			h := held(r)
 			if r.Idle == nil || r.Base == nil || h == 0 {
 				return 0, false
@@ -350,6 +381,25 @@ func buildRows(recs []record) []row {
 		})
 	}
 	return rows
+}
+
+// median of f over recs, ignoring records f declines; nil if none.
+func median(recs []record, f func(record) (float64, bool)) *float64 {
+	var vs []float64
+	for _, r := range recs {
+		if v, ok := f(r); ok {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return nil
+	}
+	sort.Float64s(vs)
+	m := len(vs) / 2
+	if len(vs)%2 == 1 {
+		return ptr(vs[m])
+	}
+	return ptr((vs[m-1] + vs[m]) / 2)
 }
 
 func fnum(v *float64) string {
@@ -370,18 +420,21 @@ func fratio(v *float64) string {
 	if v == nil {
 		return "-"
 	}
+	if *v < 0.1 {
+		return fmt.Sprintf("%.3fx", *v)
+	}
 	return fmt.Sprintf("%.2fx", *v)
 }
 
 func printText(w io.Writer, rows []row) {
 	fmt.Fprintf(w, "%-38s %7s %6s %11s %11s %9s\n", "metric", "clients", "better", "postfix", "posthorn", "ph/pf")
 	fmt.Fprintln(w, strings.Repeat("-", 87))
-	last := ""
+	last, lastClients := "", ""
 	for _, r := range rows {
-		if last != "" && r.Metric != last {
+		if last != "" && r.Metric != last && (r.Clients != "idle" || lastClients != "idle") {
 			fmt.Fprintln(w)
 		}
-		last = r.Metric
+		last, lastClients = r.Metric, r.Clients
 		fmt.Fprintf(w, "%-38s %7s %6s %11s %11s %9s\n", r.Metric, r.Clients, r.Better, fnum(r.Postfix), fnum(r.Posthorn), fratio(r.Ratio))
 	}
 	for _, r := range rows {

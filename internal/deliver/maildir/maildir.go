@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,10 +96,28 @@ func (m *Maildir) deliverOne(req deliver.Request, i int) *smtp.Error {
 	if req.Retry && m.present(dir, name) {
 		return nil
 	}
+	err := m.write(req, dir, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The mailbox was removed behind our back (an administrator
+		// deleting a user's Maildir): make it again, as on first delivery.
+		m.made.Delete(dir)
+		if err = m.ensureMailbox(dir); err == nil {
+			err = m.write(req, dir, name)
+		}
+	}
+	if err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
+// write puts one copy in dir by the Maildir protocol: tmp/, fdatasync,
+// rename into new/, fsync new/.
+func (m *Maildir) write(req deliver.Request, dir, name string) error {
 	tmp := filepath.Join(dir, "tmp", name)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	bw := m.bufs.Get().(*bufio.Writer)
 	bw.Reset(f)
@@ -122,9 +141,8 @@ func (m *Maildir) deliverOne(req deliver.Request, i int) *smtp.Error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return classify(err)
 	}
-	return nil
+	return err
 }
 
 // validMailbox reports whether mb is "domain/localpart" with two plain
