@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -185,6 +186,7 @@ func (c *components) serve() error {
 		DataTimeout:         cfg.SMTP.DataTimeout.D(),
 		TLSConfig:           c.tls,
 		Policy:              c.policy,
+		PostmasterDomain:    postmasterDomain(cfg),
 		Spooler: smtpserver.SpoolerFunc(func(env *envelope.Envelope) (smtpserver.SpoolWriter, error) {
 			in, err := q.Create(env)
 			if err != nil {
@@ -243,4 +245,22 @@ func durations(ds []config.Duration) []time.Duration {
 		out[i] = d.D()
 	}
 	return out
+}
+
+// postmasterDomain picks the domain whose postmaster gets mail for the bare
+// "<postmaster>": the host name when it is a local domain, else the first
+// local domain in order.
+func postmasterDomain(cfg *config.Config) string {
+	if cfg.IsLocalDomain(cfg.Hostname) {
+		return strings.ToLower(cfg.Hostname)
+	}
+	names := make([]string, 0, len(cfg.Domains))
+	for d := range cfg.Domains {
+		names = append(names, d)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
 }

@@ -222,6 +222,7 @@ func baseOptions(tb testing.TB, spool *fakeSpool, logs io.Writer) Options {
 		CommandTimeout:     10 * time.Second,
 		DataTimeout:        10 * time.Second,
 		Policy:             testPolicy(tb),
+		PostmasterDomain:   "example.com",
 		Spooler:            spool,
 		Logger:             slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:                func() time.Time { return fixedNow },

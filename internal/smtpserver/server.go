@@ -55,9 +55,12 @@ type Options struct {
 	DataTimeout         time.Duration
 	TLSConfig           *tls.Config // nil: no STARTTLS
 	Policy              Policy
-	Spooler             Spooler
-	Logger              *slog.Logger
-	Now                 func() time.Time // nil: time.Now
+	// PostmasterDomain is the domain whose postmaster receives mail sent to
+	// the bare "<postmaster>" (RFC 5321 4.5.1); "" refuses that form.
+	PostmasterDomain string
+	Spooler          Spooler
+	Logger           *slog.Logger
+	Now              func() time.Time // nil: time.Now
 }
 
 // Server accepts SMTP connections.

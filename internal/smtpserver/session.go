@@ -444,7 +444,11 @@ func (s *session) cmdRcpt(arg string) *reply {
 	}
 	pa, perr := smtp.ParsePathArg(arg, "TO:", s.smtputf8)
 	if perr != nil {
-		return errReply(perr)
+		pm, ok := s.postmaster(arg)
+		if !ok {
+			return errReply(perr)
+		}
+		pa = pm
 	}
 	if pa.Addr.IsNull() {
 		return rep(smtp.CodeParamSyntax, smtp.EBadDestSyntax, "Empty recipient")
@@ -470,6 +474,21 @@ func (s *session) cmdRcpt(arg string) *reply {
 		}
 	}
 	return rep(smtp.CodeOK, smtp.EDestOK, "Ok")
+}
+
+// postmaster recognises "TO:<Postmaster>" with no domain, which RFC 5321
+// 4.5.1 requires every SMTP server to accept, and names the postmaster of
+// Options.PostmasterDomain instead.
+func (s *session) postmaster(arg string) (smtp.PathArg, bool) {
+	d := s.srv.opts.PostmasterDomain
+	if d == "" || len(arg) < 3 || !strings.EqualFold(arg[:3], "TO:") {
+		return smtp.PathArg{}, false
+	}
+	path := strings.TrimLeft(arg[3:], " ")
+	if !strings.EqualFold(path, "<postmaster>") {
+		return smtp.PathArg{}, false
+	}
+	return smtp.PathArg{Addr: address.Addr{Local: "postmaster", Domain: d}}, true
 }
 
 // checkTx checks that a message may start now (DATA or first BDAT).
