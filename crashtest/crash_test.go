@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Tunables, overridable from the environment for longer soak runs:
@@ -67,15 +69,22 @@ func buildServer(t testing.TB) string {
 	return bin
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// freePort returns a loopback port that was free a moment ago. It is
+// taken below Linux's ephemeral range (32768 and up), so that the outgoing
+// connections and ":0" listeners of tests running alongside cannot take it
+// while the server is down between a kill and its restart.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port between 20000 and 32000")
+	return 0
 }
 
 // server runs generations of the posthorn process on one config.
@@ -176,6 +185,9 @@ func (s *server) startOnce() bool {
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
 	s.gen.Store(gen)
+	// The process logs "listening for SMTP" once its listener is bound: a
+	// successful dial alone could reach some other process on the port.
+	logPath := logf.Name()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -186,12 +198,10 @@ func (s *server) startOnce() bool {
 			return false // exited early, e.g. the port was briefly taken
 		default:
 		}
-		c, err := net.DialTimeout("tcp", s.addr, time.Second)
-		if err == nil {
-			c.Close()
+		if b, _ := os.ReadFile(logPath); bytes.Contains(b, []byte(`msg="listening for SMTP"`)) {
 			return true
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	s.t.Fatalf("server generation %d not listening after 15s", gen)
 	return false
@@ -497,6 +507,8 @@ func TestCrashRecovery(t *testing.T) {
 	srv.start()
 
 	stop := make(chan struct{})
+	stopClients := sync.OnceFunc(func() { close(stop) })
+	t.Cleanup(stopClients) // also when the test fails half way
 	clients := make([]*client, nClients)
 	var wg sync.WaitGroup
 	for i := range clients {
@@ -504,6 +516,49 @@ func TestCrashRecovery(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); clients[i].run() }()
 	}
+
+	// A mail reader (as an IMAP server would) moves copies it has seen from
+	// new/ to cur/, adding flags to the name: a retried delivery must
+	// recognise its copy there too, not put a second one in new/. It runs
+	// in the background and once while the server is down after each kill,
+	// so that the retries of the next generation meet moved copies.
+	var moved atomic.Int64
+	var readerMu sync.Mutex
+	mrng := rand.New(rand.NewPCG(seed, 2))
+	readMail := func(share int) {
+		readerMu.Lock()
+		defer readerMu.Unlock()
+		for _, mb := range mailboxes {
+			dir := filepath.Join(srv.dataDir, "mail", "example.com", mb)
+			ents, _ := os.ReadDir(filepath.Join(dir, "new"))
+			for _, e := range ents {
+				if mrng.IntN(100) >= share {
+					continue // some stay in new/, to test that case too
+				}
+				// Never over an existing file: a plain rename would
+				// silently merge a duplicate copy into the first one.
+				if unix.Renameat2(unix.AT_FDCWD, filepath.Join(dir, "new", e.Name()),
+					unix.AT_FDCWD, filepath.Join(dir, "cur", e.Name()+":2,S"), unix.RENAME_NOREPLACE) == nil {
+					moved.Add(1)
+				}
+			}
+		}
+	}
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+				// Prompt, like a server pushing new mail to an idle
+				// client: many copies are in cur/ before the queue's
+				// first retry looks for them.
+				readMail(50)
+			}
+		}
+	}()
 
 	chaos := time.Now()
 	killTimes := make([]time.Time, 0, kills)
@@ -514,6 +569,7 @@ func TestCrashRecovery(t *testing.T) {
 		srv.kill()
 		killTimes = append(killTimes, time.Now())
 		killWait += time.Since(tk)
+		readMail(80)
 		if k+1 == blockedKills {
 			if err := os.Remove(blocker); err != nil {
 				t.Fatal(err)
@@ -526,9 +582,9 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	// Some traffic on the last generation too, then stop sending.
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
+	stopClients()
 	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
+	go func() { wg.Wait(); <-readerDone; close(finished) }()
 	select {
 	case <-finished:
 	case <-time.After(30 * time.Second):
@@ -670,6 +726,13 @@ func TestCrashRecovery(t *testing.T) {
 	if blockedKills > 0 && blockedAcks == 0 {
 		t.Error("no message was acknowledged while theboss was blocked: the spool recovery path was not exercised")
 	}
+	recoveredAtStart := 0
+	for g := 1; g <= int(srv.gen.Load()); g++ {
+		for _, sm := range recoveredRe.FindAllStringSubmatch(srv.log(g), -1) {
+			n, _ := strconv.Atoi(sm[1])
+			recoveredAtStart += n
+		}
+	}
 	acksBeforeKill := 0
 	for _, m := range all {
 		for _, k := range killTimes {
@@ -680,9 +743,9 @@ func TestCrashRecovery(t *testing.T) {
 		}
 	}
 
-	t.Logf("kills=%d messages=%d acked=%d unknown=%d (delivered %d, partially %d) unsent=%d refused=%d; acked <50ms before a kill=%d, acked while theboss was blocked=%d, acked but delivered by a later generation=%d; Maildir tmp leftovers=%d; total %v",
+	t.Logf("kills=%d messages=%d acked=%d unknown=%d (delivered %d, partially %d) unsent=%d refused=%d; acked <50ms before a kill=%d, acked while theboss was blocked=%d, acked but delivered by a later generation=%d; messages recovered from the spool at restarts=%d; moved to cur/=%d; Maildir tmp leftovers=%d; total %v",
 		len(killTimes), len(all), count[acked], count[unknown], deliveredUnknown, partialUnknown, count[unsent], count[refused],
-		acksBeforeKill, blockedAcks, recovered, tmpLeft, time.Since(t0).Round(time.Millisecond))
+		acksBeforeKill, blockedAcks, recovered, recoveredAtStart, moved.Load(), tmpLeft, time.Since(t0).Round(time.Millisecond))
 }
 
 func readFiles(t testing.TB, dir string) []copyFile {
@@ -742,6 +805,8 @@ func checkCopy(data []byte, byMID map[string]*message) (string, error) {
 	}
 	return mid, nil
 }
+
+var recoveredRe = regexp.MustCompile(`msg="queue: recovered spool" messages=(\d+)`)
 
 var deliveredRe = regexp.MustCompile(`msg=delivered id=(\S+) rcpt=(\S+)`)
 

@@ -479,3 +479,101 @@ func TestWorkersRunConcurrently(t *testing.T) {
 	}
 	waitFor(t, "the spool to empty", spoolEmpty(f.spool))
 }
+
+func TestDeliverOnReceipt(t *testing.T) {
+	d := &fakeDeliverer{}
+	f := start(t, "", d, func(o *queue.Options) { o.DeliverOnReceipt = true })
+	id := submit(t, f.q, localEnvelope("alice", "theboss"))
+	// Delivered before Commit returned: nothing is left in the spool, and
+	// nothing was ever put in queue/.
+	calls := d.snapshot()
+	if len(calls) != 1 || calls[0].id != id || !slices.Equal(calls[0].rcpts, []int{0, 1}) || calls[0].retry {
+		t.Fatalf("calls %+v, want one first-time delivery of both recipients", calls)
+	}
+	if !strings.HasSuffix(string(calls[0].body), testBody) {
+		t.Errorf("delivered body %q", calls[0].body)
+	}
+	for _, sub := range []string{"tmp", "queue"} {
+		if ents, _ := os.ReadDir(filepath.Join(f.dir, sub)); len(ents) != 0 {
+			t.Errorf("%s/ holds %d files after delivery on receipt", sub, len(ents))
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := len(d.snapshot()); n != 1 {
+		t.Errorf("%d delivery calls, want 1", n)
+	}
+	if n := strings.Count(f.log.String(), "msg=delivered"); n != 2 {
+		t.Errorf("%d delivered log lines, want 2", n)
+	}
+}
+
+// TestDeliverOnReceiptFallsBackToQueue: one recipient fails at receipt, so
+// the message is committed and the queue retries every recipient with
+// Retry set (the deliverer must skip the copy it already made).
+func TestDeliverOnReceiptFallsBackToQueue(t *testing.T) {
+	d := &fakeDeliverer{answer: func(env *envelope.Envelope, i, nth int) deliver.Result {
+		if i == 1 && nth <= 2 {
+			return deliver.Result{Status: envelope.Pending, Err: tempErr}
+		}
+		return deliver.Result{Status: envelope.Delivered}
+	}}
+	f := start(t, "", d, func(o *queue.Options) { o.DeliverOnReceipt = true })
+	id := submit(t, f.q, localEnvelope("alice", "theboss"))
+	waitFor(t, "the spool to empty", spoolEmpty(f.spool))
+	calls := d.snapshot()
+	if len(calls) != 3 {
+		t.Fatalf("%d delivery calls, want 3 (receipt, queue, retry): %+v", len(calls), calls)
+	}
+	if calls[0].retry || !slices.Equal(calls[0].rcpts, []int{0, 1}) {
+		t.Errorf("delivery on receipt %+v", calls[0])
+	}
+	if !calls[1].retry || !slices.Equal(calls[1].rcpts, []int{0, 1}) {
+		t.Errorf("first queued attempt %+v, want both recipients with Retry", calls[1])
+	}
+	if !calls[2].retry || !slices.Equal(calls[2].rcpts, []int{1}) || calls[2].attempts[1] != 1 {
+		t.Errorf("retry %+v, want recipient 1 after one recorded attempt", calls[2])
+	}
+	for _, c := range calls {
+		if c.id != id {
+			t.Errorf("call for %s, want %s", c.id, id)
+		}
+	}
+}
+
+// TestDeliverOnReceiptOnlyAllLocal: a message with a remote recipient is
+// committed and left to the workers; Commit does not wait for delivery.
+func TestDeliverOnReceiptOnlyAllLocal(t *testing.T) {
+	release := make(chan struct{})
+	d := &fakeDeliverer{answer: func(*envelope.Envelope, int, int) deliver.Result {
+		<-release
+		return deliver.Result{Status: envelope.Delivered}
+	}}
+	f := start(t, "", d, func(o *queue.Options) { o.DeliverOnReceipt = true })
+	env := localEnvelope("alice")
+	env.Recipients = append(env.Recipients, envelope.Recipient{Addr: "far@remote.example"})
+	in, err := f.q.Create(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(in, testBody)
+	done := make(chan error)
+	go func() { done <- in.Commit() }()
+	id := env.ID
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		close(release)
+		t.Fatal("Commit waited for the delivery of a message with a remote recipient")
+	}
+	if ids, _ := f.spool.List(); !slices.Equal(ids, []string{id}) {
+		t.Errorf("spool holds %v right after Commit, want the committed message", ids)
+	}
+	close(release)
+	waitFor(t, "the spool to empty", spoolEmpty(f.spool))
+	if calls := d.snapshot(); len(calls) != 1 || calls[0].retry {
+		t.Errorf("calls %+v, want one first-time delivery", calls)
+	}
+}

@@ -28,6 +28,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/posthorn/posthorn/internal/envelope"
 	"github.com/posthorn/posthorn/internal/safeio"
 )
@@ -172,7 +174,9 @@ func (w *Writer) Commit() error {
 	w.done = true
 	tmp := filepath.Join(w.s.tmpDir, w.env.ID)
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(w.s.queueDir, w.env.ID))
+		// Never over an existing message: IDs are unique unless the clock
+		// steps back, and then a refusal beats losing the older message.
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, filepath.Join(w.s.queueDir, w.env.ID), unix.RENAME_NOREPLACE)
 	}
 	if err != nil {
 		os.Remove(tmp)

@@ -520,3 +520,44 @@ func TestOpenFailsOnUnusableDirectory(t *testing.T) {
 		t.Error("Open of a regular file succeeded")
 	}
 }
+
+// TestContentBeforeCommit: Content gives the message received so far (for
+// delivery on receipt) and leaves the writer usable.
+func TestContentBeforeCommit(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpool(t, dir)
+	env := testEnvelope()
+	w, err := s.Create(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := bytes.Repeat([]byte("first part\r\n"), 5000) // past the buffer
+	w.Write(first)
+	w.Write([]byte("tail"))
+	r, err := w.Content()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(slices.Clone(first), "tail"...); !bytes.Equal(got, want) {
+		t.Fatalf("Content gave %d bytes, want %d", len(got), len(want))
+	}
+	if ids, _ := s.List(); len(ids) != 0 {
+		t.Fatalf("Content made the message visible: %v", ids)
+	}
+	w.Write([]byte(" and more\r\n"))
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.Open(env.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if b := readBody(t, m); !bytes.Equal(b, append(got, " and more\r\n"...)) {
+		t.Errorf("committed body has %d bytes, want %d", len(b), len(got)+11)
+	}
+}

@@ -26,6 +26,21 @@ type loadOut struct {
 	DeliveredPerSec  float64  `json:"delivered_per_sec"`
 	DeliveredAll     bool     `json:"delivered_all"`
 	Errors           []string `json:"errors"`
+	ClientCPUSec     float64  `json:"client_cpu_sec"`
+}
+
+// otherCores estimates how many CPUs' worth of work other users of the
+// machine did during a load point: machine CPU time minus the server's and
+// the load generator's, over the wall time. -1 if unknown.
+func otherCores(r record) float64 {
+	if r.MachUsec == 0 || r.WallUsec == 0 || r.Load == nil {
+		return -1
+	}
+	o := float64(r.MachUsec) - float64(r.CPUUsec) - r.Load.ClientCPUSec*1e6
+	if o < 0 {
+		o = 0
+	}
+	return o / float64(r.WallUsec)
 }
 
 type mem struct {
@@ -45,6 +60,8 @@ type record struct {
 	N        int      `json:"n"`
 	Rep      int      `json:"rep"`
 	CPUUsec  int64    `json:"cpu_usec"`
+	MachUsec int64    `json:"machine_busy_usec"`
+	WallUsec int64    `json:"wall_usec"`
 	LoadAvgB float64  `json:"loadavg_before"`
 	LoadAvgA float64  `json:"loadavg_after"`
 	Load     *loadOut `json:"load"`
@@ -139,8 +156,8 @@ func main() {
 		case "skip":
 			notes = append(notes, fmt.Sprintf("%s skipped: %s", rec.Server, rec.Reason))
 		case "load":
-			if meta.CPUs > 0 && (rec.LoadAvgB > float64(meta.CPUs) || rec.LoadAvgA > 2*float64(meta.CPUs)) {
-				busy = append(busy, fmt.Sprintf("%s c=%d: %.1f/%.1f", rec.Server, rec.C, rec.LoadAvgB, rec.LoadAvgA))
+			if o := otherCores(rec); o > 0.2 {
+				busy = append(busy, fmt.Sprintf("%s c=%d: %.2f", rec.Server, rec.C, o))
 			}
 			if rec.Load != nil && rec.Load.Failed > 0 {
 				notes = append(notes, fmt.Sprintf("%s c=%d: %d messages failed (first error: %s)", rec.Server, rec.C, rec.Load.Failed, first(rec.Load.Errors)))
@@ -170,7 +187,7 @@ func main() {
 	}
 
 	if len(busy) > 0 {
-		notes = append(notes, fmt.Sprintf("machine busy (1-min load average above %d CPUs, before/after) during: %s; absolute figures are depressed, compare ratios", meta.CPUs, strings.Join(busy, ", ")))
+		notes = append(notes, fmt.Sprintf("other work on the machine (CPUs busy outside server and load tool) during: %s; absolute figures are depressed there, compare ratios", strings.Join(busy, ", ")))
 	}
 	if meta.Reps > 1 {
 		notes = append(notes, fmt.Sprintf("each load figure is the median of %d interleaved repetitions", meta.Reps))
@@ -273,7 +290,7 @@ func buildRows(recs []record) []row {
 		if r.Postfix == nil && r.Posthorn == nil {
 			return
 		}
-		if r.Postfix != nil && r.Posthorn != nil && *r.Postfix != 0 {
+		if r.Better != "-" && r.Postfix != nil && r.Posthorn != nil && *r.Postfix != 0 {
 			r.Ratio = ptr(*r.Posthorn / *r.Postfix)
 		}
 		rows = append(rows, r)
@@ -299,6 +316,17 @@ func buildRows(recs []record) []row {
 	}
 	for _, c := range clients {
 		add("latency p99 ms (MAIL..250)", "lower", c, func(r record) (float64, bool) { return r.Load.LatP99ms, r.Load.Accepted > 0 }, loads)
+	}
+	for _, c := range clients {
+		add("load tool CPU s / 1000 msgs", "-", c, func(r record) (float64, bool) {
+			return r.Load.ClientCPUSec / float64(r.Load.Accepted) * 1000, r.Load.Accepted > 0 && r.Load.ClientCPUSec > 0
+		}, loads)
+	}
+	for _, c := range clients {
+		add("other work on machine, CPUs", "-", c, func(r record) (float64, bool) {
+			o := otherCores(r)
+			return o, o >= 0
+		}, loads)
 	}
 	for _, c := range clients {
 		add("smtp-source accepted/s", "higher", c, func(r record) (float64, bool) {

@@ -354,6 +354,17 @@ type loadResult struct {
 	DeliveredSeconds float64  `json:"delivered_seconds,omitempty"`
 	DeliveredPerSec  float64  `json:"delivered_per_sec,omitempty"`
 	DeliveredAll     bool     `json:"delivered_all,omitempty"`
+	ClientCPUSec     float64  `json:"client_cpu_sec"`
+}
+
+// cpuSeconds is this process's user+system CPU time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
 }
 
 type errLog struct {
@@ -539,6 +550,7 @@ func runLoad(cfg *config) int {
 		res.DeliveredPerSec = float64(got) / d.Seconds()
 	}
 
+	res.ClientCPUSec = cpuSeconds()
 	out, _ := json.Marshal(res)
 	fmt.Println(string(out))
 	if res.Accepted == 0 && cfg.n > 0 {
