@@ -176,7 +176,7 @@ func (w *Writer) Commit() error {
 	if err == nil {
 		// Never over an existing message: IDs are unique unless the clock
 		// steps back, and then a refusal beats losing the older message.
-		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, filepath.Join(w.s.queueDir, w.env.ID), unix.RENAME_NOREPLACE)
+		err = renameNoReplace(tmp, filepath.Join(w.s.queueDir, w.env.ID))
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -352,5 +352,21 @@ func (s *Spool) Remove(id string) error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	os.Remove(s.statePath(id))
+	return nil
+}
+
+// renameNoReplace renames old to new unless new exists. File systems
+// without RENAME_NOREPLACE get a hard link (which also refuses an existing
+// name) and an unlink.
+func renameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		if err = os.Link(oldpath, newpath); err == nil {
+			err = os.Remove(oldpath)
+		}
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
 	return nil
 }
