@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -95,46 +96,88 @@ var ErrNotFound = errors.New("spool: no such message")
 
 // Writer receives one message's content. Nothing is visible in the queue
 // until Commit returns nil; Abort (or a crash) leaves nothing behind.
+//
+// A small message is held in memory until Commit writes it out in one go:
+// most mail is a few kilobytes, and a message delivered before it is ever
+// committed (see Content) then costs the file system nothing. Creating and
+// unlinking a file per message is not free: ext4's inode allocator slows
+// down on a churn of recently deleted inodes. A message that outgrows
+// MemLimit spills into its file in tmp/ and streams from then on.
 type Writer struct {
 	s    *Spool
 	env  *envelope.Envelope
+	buf  *[]byte // envelope line and message while in memory; nil once spilled
 	f    *os.File
 	bw   *bufio.Writer
 	err  error
 	done bool
 	off  int64 // where the message starts, after the envelope line
-	n    int64 // bytes written to the file
+	n    int64 // bytes written (envelope line included)
 }
+
+// MemLimit is the size up to which a message being received is kept in
+// memory rather than in a file.
+const MemLimit = 64 << 10
+
+var memPool = sync.Pool{New: func() any { b := make([]byte, 0, MemLimit); return &b }}
 
 // Create starts a message: it assigns env.ID and writes the envelope. The
 // caller then writes the message and calls Commit or Abort.
 func (s *Spool) Create(env *envelope.Envelope) (*Writer, error) {
 	env.ID = s.newID(time.Now())
-	f, err := os.OpenFile(filepath.Join(s.tmpDir, env.ID), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	w := &Writer{s: s, env: env, f: f, bw: bufio.NewWriterSize(f, 32<<10)}
 	line, err := json.Marshal(env)
 	if err != nil {
-		w.Abort()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	w.bw.Write(line)
-	w.bw.WriteByte('\n')
+	w := &Writer{s: s, env: env, buf: memPool.Get().(*[]byte)}
+	*w.buf = append(append((*w.buf)[:0], line...), '\n')
 	w.off = int64(len(line) + 1)
 	w.n = w.off
+	if len(*w.buf) > MemLimit {
+		if err := w.spill(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
 	return w, nil
 }
 
-// Content flushes what was written so far and returns a reader of the
-// message content (not yet durable). It lets a message be delivered
-// straight from the file it is being received into.
-func (w *Writer) Content() (*io.SectionReader, error) {
-	if w.err == nil {
-		w.err = w.bw.Flush()
+// spill moves the message from memory into its file in tmp/.
+func (w *Writer) spill() error {
+	f, err := os.OpenFile(filepath.Join(w.s.tmpDir, w.env.ID), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
 	}
+	w.f = f
+	w.bw = bufio.NewWriterSize(f, 32<<10)
+	_, err = w.bw.Write(*w.buf)
+	w.release()
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
+}
+
+func (w *Writer) release() {
+	if w.buf != nil {
+		*w.buf = (*w.buf)[:0]
+		memPool.Put(w.buf)
+		w.buf = nil
+	}
+}
+
+// Content returns a reader of the message content written so far (not yet
+// durable), valid until Commit or Abort. It lets a message be delivered
+// straight from where it is being received.
+func (w *Writer) Content() (*io.SectionReader, error) {
 	if w.err != nil {
+		return nil, w.err
+	}
+	if w.buf != nil {
+		return io.NewSectionReader(bytes.NewReader(*w.buf), w.off, w.n-w.off), nil
+	}
+	if err := w.bw.Flush(); err != nil {
+		w.err = fmt.Errorf("spool: %w", err)
 		return nil, w.err
 	}
 	return io.NewSectionReader(w.f, w.off, w.n-w.off), nil
@@ -144,6 +187,21 @@ func (w *Writer) Content() (*io.SectionReader, error) {
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
+	}
+	if w.done {
+		w.err = errors.New("spool: write after close")
+		return 0, w.err
+	}
+	if w.buf != nil {
+		if len(*w.buf)+len(p) <= MemLimit {
+			*w.buf = append(*w.buf, p...)
+			w.n += int64(len(p))
+			return len(p), nil
+		}
+		if err := w.spill(); err != nil {
+			w.err = err
+			return 0, err
+		}
 	}
 	n, err := w.bw.Write(p)
 	w.n += int64(n)
@@ -162,6 +220,14 @@ func (w *Writer) Commit() error {
 		return errors.New("spool: commit after close")
 	}
 	err := w.err
+	if err == nil && w.buf != nil {
+		err = w.spill()
+	}
+	if w.f == nil {
+		w.done = true
+		w.release()
+		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
+	}
 	if err == nil {
 		err = w.bw.Flush()
 	}
@@ -197,8 +263,11 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
-	w.f.Close()
-	os.Remove(filepath.Join(w.s.tmpDir, w.env.ID))
+	w.release()
+	if w.f != nil {
+		w.f.Close()
+		os.Remove(filepath.Join(w.s.tmpDir, w.env.ID))
+	}
 }
 
 // List returns the IDs of the queued messages, oldest first.

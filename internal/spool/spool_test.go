@@ -446,6 +446,7 @@ func TestCommitFailureClosedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Write([]byte("Subject: x\r\n\r\nbody\r\n"))
+	w.Write(make([]byte, MemLimit)) // past the memory buffer: the message has its file
 	w.f.Close()
 	if err := w.Commit(); err == nil {
 		t.Fatal("Commit of a closed file succeeded")
@@ -495,6 +496,7 @@ func TestWriteErrorIsSticky(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.Write(make([]byte, MemLimit)) // past the memory buffer: the message has its file
 	w.f.Close()
 	// Larger than the buffer, so the write reaches the closed file.
 	if _, err := w.Write(make([]byte, 64<<10)); err == nil {
@@ -559,5 +561,36 @@ func TestContentBeforeCommit(t *testing.T) {
 	defer m.Close()
 	if b := readBody(t, m); !bytes.Equal(b, append(got, " and more\r\n"...)) {
 		t.Errorf("committed body has %d bytes, want %d", len(b), len(got)+11)
+	}
+}
+
+// TestSmallMessageStaysInMemory: a message under MemLimit touches no file
+// until Commit, so one delivered before its commit and then aborted costs
+// the file system nothing; Content reads it back exactly.
+func TestSmallMessageStaysInMemory(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpool(t, dir)
+	w, err := s.Create(testEnvelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("Subject: small\r\n\r\nbody\r\n")
+	w.Write(msg)
+	if n := dirNames(t, filepath.Join(dir, "tmp")); len(n) != 0 {
+		t.Fatalf("tmp/ holds %v for a small message", n)
+	}
+	body, err := w.Content()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(body)
+	if !bytes.Equal(got, msg) {
+		t.Errorf("Content = %q, want %q", got, msg)
+	}
+	w.Abort()
+	for _, sub := range []string{"tmp", "queue"} {
+		if n := dirNames(t, filepath.Join(dir, sub)); len(n) != 0 {
+			t.Errorf("%s/ holds %v after Abort", sub, n)
+		}
 	}
 }

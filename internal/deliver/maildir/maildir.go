@@ -14,9 +14,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/posthorn/posthorn/internal/deliver"
 	"github.com/posthorn/posthorn/internal/envelope"
@@ -37,7 +41,9 @@ type Maildir struct {
 	host   string
 	syncer *safeio.DirSyncer
 	made   sync.Map // mailbox directories known to exist
-	bufs   sync.Pool
+	// noTmpfile is set once the file system refused O_TMPFILE.
+	noTmpfile atomic.Bool
+	bufs      sync.Pool
 }
 
 // New returns a Maildir deliverer.
@@ -93,8 +99,13 @@ func (m *Maildir) deliverOne(req deliver.Request, i int) *smtp.Error {
 		return classify(err)
 	}
 	name := m.FileName(req.Env, i)
-	if req.Retry && m.present(dir, name) {
-		return nil
+	if req.Retry {
+		if m.present(dir, name) {
+			return nil
+		}
+		// A half-written copy that a crash left under its name (without
+		// O_TMPFILE) is garbage: the copy is made again.
+		os.Remove(filepath.Join(dir, "tmp", name))
 	}
 	err := m.write(req, dir, name)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -111,11 +122,32 @@ func (m *Maildir) deliverOne(req deliver.Request, i int) *smtp.Error {
 	return nil
 }
 
-// write puts one copy in dir by the Maildir protocol: tmp/, fdatasync,
-// rename into new/, fsync new/.
+// write puts one copy in dir by the Maildir protocol: written in tmp/,
+// fdatasync, then named in new/, fsync new/.
+//
+// The file is made with O_TMPFILE where the file system allows it: an
+// inode with no name in tmp/, linked into new/ once its data is durable.
+// That is the Maildir protocol with one directory operation instead of two
+// (create in tmp/, rename into new/) on directories that every concurrent
+// delivery to the mailbox contends for, and a crash leaves no file behind
+// in tmp/. Linking never replaces: if new/ already holds the name, an
+// earlier attempt completed this very copy (names are stable), and it is
+// kept.
 func (m *Maildir) write(req deliver.Request, dir, name string) error {
-	tmp := filepath.Join(dir, "tmp", name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	newPath := filepath.Join(dir, "new", name)
+	tmp := ""
+	var f *os.File
+	var err error
+	if !m.noTmpfile.Load() {
+		f, err = os.OpenFile(filepath.Join(dir, "tmp"), os.O_WRONLY|unix.O_TMPFILE, 0o600)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+			m.noTmpfile.Store(true)
+		}
+	}
+	if f == nil {
+		tmp = filepath.Join(dir, "tmp", name)
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	}
 	if err != nil {
 		return err
 	}
@@ -130,16 +162,25 @@ func (m *Maildir) write(req deliver.Request, dir, name string) error {
 	if err == nil {
 		err = safeio.SyncData(f)
 	}
+	if err == nil {
+		if tmp != "" {
+			err = os.Rename(tmp, newPath)
+		} else {
+			// linkat(2) of an O_TMPFILE through /proc needs no privilege,
+			// unlike AT_EMPTY_PATH.
+			err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.AT_FDCWD, newPath, unix.AT_SYMLINK_FOLLOW)
+			if errors.Is(err, unix.EEXIST) {
+				err = nil
+			}
+		}
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, "new", name))
-	}
-	if err == nil {
 		err = m.syncer.Sync(filepath.Join(dir, "new"))
 	}
-	if err != nil {
+	if err != nil && tmp != "" {
 		os.Remove(tmp)
 	}
 	return err
