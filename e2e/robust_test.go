@@ -76,7 +76,11 @@ func TestCrashDuringDataRestart(t *testing.T) {
 	p := testutil.StartPosthorn(t, baseConfig)
 	c := openData(t, p.Addr)
 	c.send("Subject: interrupted\r\n\r\nthe server dies while reading this\r\n")
-	// The spool file is created at DATA; wait until it holds our bytes.
+	// A small message is held in memory; past spool.MemLimit (64 KiB) it
+	// goes to its file in tmp/, which is what a crash can leave behind.
+	line := strings.Repeat("x", 998) + "\r\n"
+	c.send(strings.Repeat(line, 80))
+	// Wait until the spool file holds our bytes.
 	deadline := time.Now().Add(ioTimeout)
 	for len(testutil.SpoolEntries(t, p.DataDir, "tmp")) == 0 {
 		if time.Now().After(deadline) {

@@ -81,26 +81,21 @@ type command struct {
 	fn func(s *session, arg string) *reply
 }
 
-var commands map[string]command
-
-func init() {
-	// The table lives in init only because its handlers refer back to it
-	// (HELP lists it); it holds no state.
-	commands = map[string]command{
-		"HELO":     {(*session).cmdHelo},
-		"EHLO":     {(*session).cmdEhlo},
-		"MAIL":     {(*session).cmdMail},
-		"RCPT":     {(*session).cmdRcpt},
-		"DATA":     {(*session).cmdData},
-		"BDAT":     {(*session).cmdBdat},
-		"RSET":     {(*session).cmdRset},
-		"NOOP":     {(*session).cmdNoop},
-		"QUIT":     {(*session).cmdQuit},
-		"VRFY":     {(*session).cmdVrfy},
-		"EXPN":     {(*session).cmdExpn},
-		"HELP":     {(*session).cmdHelp},
-		"STARTTLS": {(*session).cmdStartTLS},
-	}
+// commands is the command table (RFC 5321 4.1 and the extensions we offer).
+var commands = map[string]command{
+	"HELO":     {(*session).cmdHelo},
+	"EHLO":     {(*session).cmdEhlo},
+	"MAIL":     {(*session).cmdMail},
+	"RCPT":     {(*session).cmdRcpt},
+	"DATA":     {(*session).cmdData},
+	"BDAT":     {(*session).cmdBdat},
+	"RSET":     {(*session).cmdRset},
+	"NOOP":     {(*session).cmdNoop},
+	"QUIT":     {(*session).cmdQuit},
+	"VRFY":     {(*session).cmdVrfy},
+	"EXPN":     {(*session).cmdExpn},
+	"HELP":     {(*session).cmdHelp},
+	"STARTTLS": {(*session).cmdStartTLS},
 }
 
 // httpVerbs are answered with an error and a closed connection: a web
