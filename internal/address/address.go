@@ -70,7 +70,7 @@ func ParsePath(s string, utf8ok bool) (Addr, string, error) {
 	if !strings.HasPrefix(s, "<") {
 		return Addr{}, s, ErrNoBrackets
 	}
-	end := closingBracket(s)
+	end := PathEnd(s)
 	if end < 0 {
 		return Addr{}, s, ErrSyntax
 	}
@@ -115,8 +115,14 @@ func Parse(s string) (Addr, error) {
 	return parseMailbox(s, true)
 }
 
-// closingBracket finds the ">" that ends the path, skipping quoted strings.
-func closingBracket(s string) int {
+// PathEnd returns the index of the ">" that closes the path starting with
+// "<" at the beginning of s, skipping quoted strings and their quoted
+// pairs, or -1. What follows it is the rest of the command (its
+// parameters, whose values may contain ">" too).
+func PathEnd(s string) int {
+	if !strings.HasPrefix(s, "<") {
+		return -1
+	}
 	inQuote := false
 	for i := 1; i < len(s); i++ {
 		switch c := s[i]; {

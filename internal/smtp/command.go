@@ -70,7 +70,7 @@ func ParsePathArg(arg, prefix string, utf8ok bool) (PathArg, *Error) {
 	// MAIL allows UTF-8 in the path of the same command. The path ends at
 	// its first ">" outside a quoted string: parameter values may contain
 	// ">" too (esmtp-value, RFC 5321 4.1.2), so the last one is not it.
-	end := pathEnd(rest)
+	end := address.PathEnd(rest)
 	if end < 0 {
 		return PathArg{}, Errorf(CodeParamSyntax, EInvalidArgs, "Syntax: %s<address>", prefix)
 	}
@@ -96,27 +96,6 @@ func ParsePathArg(arg, prefix string, utf8ok bool) (PathArg, *Error) {
 		return PathArg{}, Errorf(CodeMailboxNotAllowed, ENeedsSMTPUTF8, "Address needs SMTPUTF8").Wrap(err)
 	}
 	return PathArg{}, Errorf(CodeParamSyntax, enh, "Bad address syntax").Wrap(err)
-}
-
-// pathEnd returns the index of the ">" that closes the path at the start
-// of s, skipping quoted strings and their quoted pairs the way
-// address.ParsePath does, or -1.
-func pathEnd(s string) int {
-	if !strings.HasPrefix(s, "<") {
-		return -1
-	}
-	inQuote := false
-	for i := 1; i < len(s); i++ {
-		switch c := s[i]; {
-		case inQuote && c == '\\':
-			i++
-		case c == '"':
-			inQuote = !inQuote
-		case !inQuote && c == '>':
-			return i
-		}
-	}
-	return -1
 }
 
 // parseParams parses " KEY=VALUE KEY ..." (RFC 5321 4.1.2 Mail-parameters).
