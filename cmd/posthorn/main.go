@@ -3,6 +3,7 @@
 //
 //	posthorn serve [--config FILE]        run the server (built-in defaults without --config)
 //	posthorn check-config --config FILE   validate a configuration file and exit
+//	posthorn queue list|show ID|retry [ID]|delete ID [--config FILE]
 //
 // This file is the composition root: it reads the configuration and builds
 // every component from its Options; no other package sees the config.
@@ -39,6 +40,10 @@ import (
 const usage = `usage:
   posthorn serve [--config FILE]        run the server (built-in defaults without --config)
   posthorn check-config --config FILE   validate a configuration file
+  posthorn queue list [--config FILE]   queued messages: ID, age, size, sender, recipients and their state
+  posthorn queue show ID                one message: its envelope and content
+  posthorn queue retry [ID]             try one message (or all) now, on the running server
+  posthorn queue delete ID              remove a message without delivering it
 `
 
 func main() {
@@ -54,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (TOML)")
 	switch args[0] {
-	case "serve", "check-config":
+	case "serve", "check-config", "queue":
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -62,8 +67,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "posthorn: unknown command %q\n%s", args[0], usage)
 		return 2
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	rest := args[1:]
+	if args[0] == "queue" {
+		// Flags may follow the subcommand: posthorn queue list --config F.
+		rest = flagsFirst(rest)
+	}
+	if err := fs.Parse(rest); err != nil {
 		return 2
+	}
+	if args[0] == "queue" {
+		cfg := config.Default()
+		if *cfgPath != "" {
+			var err error
+			if cfg, err = config.Load(*cfgPath); err != nil {
+				fmt.Fprintf(stderr, "posthorn: %v\n", err)
+				return 1
+			}
+		}
+		return queueCommand(cfg, fs.Args(), stdout, stderr)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "posthorn: unexpected argument %q\n", fs.Arg(0))
@@ -174,6 +195,13 @@ func (c *components) serve() error {
 	if err := q.Start(); err != nil {
 		return err
 	}
+	if ctl, err := serveControl(dataDir, q, c.log); err != nil {
+		// The server works without it; only `posthorn queue retry` and
+		// `delete` need it.
+		c.log.Warn("no control socket: queue commands cannot reach this server", "err", err)
+	} else {
+		defer ctl.Close()
+	}
 	srv := smtpserver.New(smtpserver.Options{
 		Hostname:            cfg.Hostname,
 		MaxMessageSize:      int64(cfg.SMTP.MaxMessageSize),
@@ -263,4 +291,25 @@ func postmasterDomain(cfg *config.Config) string {
 		return ""
 	}
 	return names[0]
+}
+
+// flagsFirst moves "--config F" / "--config=F" (one or two dashes) ahead of
+// the positional arguments, so the flag package sees it wherever it stands.
+func flagsFirst(args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "-config" || a == "--config":
+			flags = append(flags, a)
+			if i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+		case strings.HasPrefix(a, "-config=") || strings.HasPrefix(a, "--config=") || a == "-h" || a == "-help" || a == "--help":
+			flags = append(flags, a)
+		default:
+			pos = append(pos, a)
+		}
+	}
+	return append(flags, pos...)
 }

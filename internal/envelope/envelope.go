@@ -47,9 +47,14 @@ type Recipient struct {
 // State is the mutable delivery state of a recipient; the spool keeps it
 // apart from the immutable envelope.
 type State struct {
-	Status      Status    `json:"status,omitempty"`
-	Attempts    int       `json:"attempts,omitempty"`
-	LastError   string    `json:"last_error,omitempty"`
+	Status   Status `json:"status,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+	// LastError is the reply of the last failed attempt as the wire would
+	// carry it ("451 4.3.0 Mailbox unavailable"): safe to put in a bounce.
+	LastError string `json:"last_error,omitempty"`
+	// LastCause is the internal detail behind LastError (a path, a system
+	// error): for the operator's eyes, never for the sender's.
+	LastCause   string    `json:"last_cause,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 }
 

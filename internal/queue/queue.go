@@ -8,6 +8,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -37,13 +38,19 @@ type Queue struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	ready   []item // due now, FIFO
-	timers  map[string]*time.Timer
-	stopped bool
-	wg      sync.WaitGroup
-	cancel  context.CancelFunc
+	mu     sync.Mutex
+	cond   *sync.Cond
+	ready  []item // due now, FIFO
+	timers map[string]*time.Timer
+	// A message is in at most one of ready, timers and inflight, so no two
+	// workers ever deliver it at once. deleted marks an inflight message
+	// the operator deleted: its worker removes it when done.
+	inReady  map[string]bool
+	inflight map[string]bool
+	deleted  map[string]bool
+	stopped  bool
+	wg       sync.WaitGroup
+	cancel   context.CancelFunc
 }
 
 type item struct {
@@ -51,6 +58,9 @@ type item struct {
 	// retry: an earlier attempt may have delivered some recipients (the
 	// message was found in the spool at start, or was tried before).
 	retry bool
+	// force: the operator asked for an attempt now; every pending
+	// recipient is due, whatever its next attempt time.
+	force bool
 }
 
 // New returns a Queue.
@@ -72,7 +82,8 @@ func New(opts Options) *Queue {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	q := &Queue{opts: opts, log: opts.Logger, now: opts.Now, timers: map[string]*time.Timer{}}
+	q := &Queue{opts: opts, log: opts.Logger, now: opts.Now, timers: map[string]*time.Timer{},
+		inReady: map[string]bool{}, inflight: map[string]bool{}, deleted: map[string]bool{}}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -132,11 +143,31 @@ func (q *Queue) Enqueue(id string) { q.push(item{id: id}) }
 
 func (q *Queue) push(it item) {
 	q.mu.Lock()
-	if !q.stopped {
-		q.ready = append(q.ready, it)
-		q.cond.Signal()
-	}
+	q.pushLocked(it)
 	q.mu.Unlock()
+}
+
+func (q *Queue) pushLocked(it item) {
+	if q.stopped || q.inflight[it.id] {
+		return
+	}
+	if q.inReady[it.id] {
+		if it.force {
+			for k := range q.ready {
+				if q.ready[k].id == it.id {
+					q.ready[k].force, q.ready[k].retry = true, true
+				}
+			}
+		}
+		return
+	}
+	if t, ok := q.timers[it.id]; ok {
+		t.Stop()
+		delete(q.timers, it.id)
+	}
+	q.inReady[it.id] = true
+	q.ready = append(q.ready, it)
+	q.cond.Signal()
 }
 
 func (q *Queue) schedule(it item, at time.Time) {
@@ -150,15 +181,23 @@ func (q *Queue) schedule(it item, at time.Time) {
 	if q.stopped {
 		return
 	}
+	if q.inReady[it.id] || q.inflight[it.id] {
+		return
+	}
 	if t, ok := q.timers[it.id]; ok {
 		t.Stop()
 	}
-	q.timers[it.id] = time.AfterFunc(d, func() {
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
 		q.mu.Lock()
+		defer q.mu.Unlock()
+		if q.timers[it.id] != t {
+			return // replaced or cancelled meanwhile
+		}
 		delete(q.timers, it.id)
-		q.mu.Unlock()
-		q.push(it)
+		q.pushLocked(it)
 	})
+	q.timers[it.id] = t
 }
 
 func (q *Queue) pop() (item, bool) {
@@ -173,7 +212,26 @@ func (q *Queue) pop() (item, bool) {
 	it := q.ready[0]
 	q.ready[0] = item{}
 	q.ready = q.ready[1:]
+	delete(q.inReady, it.id)
+	q.inflight[it.id] = true
 	return it, true
+}
+
+// done ends a worker's attempt on id and schedules the next one.
+func (q *Queue) done(id string, next time.Time) {
+	q.mu.Lock()
+	delete(q.inflight, id)
+	del := q.deleted[id]
+	delete(q.deleted, id)
+	q.mu.Unlock()
+	if !del && !next.IsZero() {
+		q.schedule(item{id: id, retry: true}, next)
+	}
+	if del {
+		if err := q.opts.Spool.Remove(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
+			q.log.Error("queue: cannot delete message", "id", id, "err", err)
+		}
+	}
 }
 
 func (q *Queue) worker(ctx context.Context) {
@@ -183,27 +241,28 @@ func (q *Queue) worker(ctx context.Context) {
 		if !ok {
 			return
 		}
-		q.attempt(ctx, it)
+		q.done(it.id, q.attempt(ctx, it))
 	}
 }
 
-// attempt delivers the due recipients of one message and records the results.
-func (q *Queue) attempt(ctx context.Context, it item) {
+// attempt delivers the due recipients of one message and records the
+// results. It returns when the message is due again, or the zero time when
+// it needs no further attempt.
+func (q *Queue) attempt(ctx context.Context, it item) (next time.Time) {
 	m, err := q.opts.Spool.Open(it.id)
 	if errors.Is(err, spool.ErrNotFound) {
-		return // deleted meanwhile
+		return time.Time{} // deleted meanwhile
 	}
 	if err != nil {
 		q.log.Error("queue: cannot open message; will retry", "id", it.id, "err", err)
-		q.schedule(item{id: it.id, retry: true}, q.now().Add(q.opts.RetryIntervals[0]))
-		return
+		return q.now().Add(q.opts.RetryIntervals[0])
 	}
 	defer m.Close()
 	env := m.Env
 	now := q.now()
 	var due []int
 	for _, i := range env.Pending() {
-		if !env.Recipients[i].NextAttempt.After(now) {
+		if it.force || !env.Recipients[i].NextAttempt.After(now) {
 			due = append(due, i)
 		}
 	}
@@ -226,19 +285,19 @@ func (q *Queue) attempt(ctx context.Context, it item) {
 				q.log.Error("queue: cannot save state", "id", env.ID, "err", err)
 			}
 			q.log.Warn("queue: message held: recipients failed, bounce pending", "id", env.ID)
-			return
+			return time.Time{}
 		}
 		if err := q.opts.Spool.Remove(env.ID); err != nil {
 			q.log.Error("queue: cannot remove delivered message", "id", env.ID, "err", err)
 		}
-		return
+		return time.Time{}
 	}
 	if err := q.opts.Spool.SaveState(env); err != nil {
 		// Without the state, a restart retries every pending recipient:
 		// delivery is idempotent, so that costs time, not correctness.
 		q.log.Error("queue: cannot save state", "id", env.ID, "err", err)
 	}
-	q.schedule(item{id: env.ID, retry: true}, nextAttempt(env))
+	return nextAttempt(env)
 }
 
 func (q *Queue) record(env *envelope.Envelope, i int, res deliver.Result, expired bool, now time.Time) {
@@ -249,13 +308,17 @@ func (q *Queue) record(env *envelope.Envelope, i int, res deliver.Result, expire
 		attrs = append(attrs, "mailbox", r.Mailbox)
 	}
 	if res.Err != nil {
-		r.LastError = res.Err.Error()
+		r.LastError = fmt.Sprintf("%d %s %s", res.Err.Code, res.Err.Enhanced, res.Err.Message)
+		r.LastCause = ""
+		if res.Err.Err != nil {
+			r.LastCause = res.Err.Err.Error()
+		}
 		attrs = append(attrs, "err", res.Err.Error())
 	}
 	switch {
 	case res.Status == envelope.Delivered:
 		r.Status = envelope.Delivered
-		r.LastError = ""
+		r.LastError, r.LastCause = "", ""
 		q.log.Info("delivered", attrs...)
 	case res.Status == envelope.Failed:
 		r.Status = envelope.Failed
@@ -368,4 +431,73 @@ func (q *Queue) deliverNow(env *envelope.Envelope, body *io.SectionReader) bool 
 		q.record(env, i, results[i], false, now)
 	}
 	return true
+}
+
+// ErrUnknownMessage is returned for an operator command naming a message
+// that is not in the queue.
+var ErrUnknownMessage = errors.New("queue: no such message")
+
+// Retry makes a queued message due now: every pending recipient is tried at
+// once, whatever its next attempt time. A message being delivered right now
+// is left to that attempt.
+func (q *Queue) Retry(id string) error {
+	m, err := q.opts.Spool.Open(id)
+	if errors.Is(err, spool.ErrNotFound) {
+		return ErrUnknownMessage
+	} else if err != nil {
+		return err
+	}
+	m.Close()
+	q.log.Info("queue: retry requested", "id", id)
+	q.push(item{id: id, retry: true, force: true})
+	return nil
+}
+
+// RetryAll makes every queued message due now.
+func (q *Queue) RetryAll() (int, error) {
+	ids, err := q.opts.Spool.List()
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		q.push(item{id: id, retry: true, force: true})
+	}
+	q.log.Info("queue: retry of every message requested", "messages", len(ids))
+	return len(ids), nil
+}
+
+// Delete removes a message from the queue without delivering it further
+// and without a bounce. A message being delivered right now is removed
+// when that attempt ends (what it delivered stays delivered).
+func (q *Queue) Delete(id string) error {
+	q.mu.Lock()
+	if t, ok := q.timers[id]; ok {
+		t.Stop()
+		delete(q.timers, id)
+	}
+	if q.inReady[id] {
+		delete(q.inReady, id)
+		kept := q.ready[:0]
+		for _, it := range q.ready {
+			if it.id != id {
+				kept = append(kept, it)
+			}
+		}
+		q.ready = kept
+	}
+	if q.inflight[id] {
+		q.deleted[id] = true
+		q.mu.Unlock()
+		q.log.Info("queue: deleted by the operator (after the attempt in progress)", "id", id)
+		return nil
+	}
+	q.mu.Unlock()
+	if err := q.opts.Spool.Remove(id); err != nil {
+		if errors.Is(err, spool.ErrNotFound) {
+			return ErrUnknownMessage
+		}
+		return err
+	}
+	q.log.Info("queue: deleted by the operator", "id", id)
+	return nil
 }

@@ -43,6 +43,17 @@ type Spool struct {
 	seq      atomic.Uint32
 }
 
+// OpenReadOnly opens an existing spool for inspection, as the queue
+// commands do while a server runs: it creates nothing and cleans nothing
+// (the tmp/ files may be messages the server is receiving).
+func OpenReadOnly(dir string) (*Spool, error) {
+	s := &Spool{tmpDir: filepath.Join(dir, "tmp"), queueDir: filepath.Join(dir, "queue")}
+	if _, err := os.Stat(s.queueDir); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return s, nil
+}
+
 // Open opens (creating if needed) the spool in dir and removes the leftovers
 // of messages that were being received when the process stopped: they were
 // never acknowledged, so the client still holds them.
