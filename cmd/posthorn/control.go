@@ -22,6 +22,7 @@ import (
 //
 //	RETRY [ID]   ->  OK ... | ERR ...
 //	DELETE ID    ->  OK ... | ERR ...
+//	BOUNCE ID    ->  OK ... | ERR ...
 const controlSocketName = "control.sock"
 
 func controlPath(dataDir string) string { return filepath.Join(dataDir, controlSocketName) }
@@ -77,6 +78,8 @@ func handleControl(c net.Conn, q *queue.Queue, log *slog.Logger) {
 		reply(q.Retry(arg), arg+" scheduled for delivery now")
 	case "DELETE":
 		reply(q.Delete(arg), arg+" deleted")
+	case "BOUNCE":
+		reply(q.Bounce(arg), arg+" bounced to its sender")
 	default:
 		log.Warn("control: unknown request", "request", verb)
 		reply(errors.New("unknown request"), "")

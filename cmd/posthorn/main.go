@@ -3,7 +3,7 @@
 //
 //	posthorn serve [--config FILE]        run the server (built-in defaults without --config)
 //	posthorn check-config --config FILE   validate a configuration file and exit
-//	posthorn queue list|show ID|retry [ID]|delete ID [--config FILE]
+//	posthorn queue list|show ID|retry [ID]|delete ID|bounce ID [--config FILE]
 //
 // This file is the composition root: it reads the configuration and builds
 // every component from its Options; no other package sees the config.
@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/posthorn/posthorn/internal/address"
 	"github.com/posthorn/posthorn/internal/config"
 	"github.com/posthorn/posthorn/internal/deliver"
 	"github.com/posthorn/posthorn/internal/deliver/maildir"
@@ -44,6 +45,7 @@ const usage = `usage:
   posthorn queue show ID                one message: its envelope and content
   posthorn queue retry [ID]             try one message (or all) now, on the running server
   posthorn queue delete ID              remove a message without delivering it
+  posthorn queue bounce ID              give up on a message and send its sender a bounce
 `
 
 func main() {
@@ -191,6 +193,11 @@ func (c *components) serve() error {
 		// Local mail goes straight to its Maildir before the reply: the
 		// same durability (fsynced before 250) with half the flushes.
 		DeliverOnReceipt: true,
+		Bounce: queue.BounceOptions{
+			ReportingMTA: cfg.Hostname,
+			Postmaster:   "postmaster@" + firstNonEmpty(postmasterDomain(cfg), cfg.Hostname),
+			Route:        c.routeBounce,
+		},
 	})
 	if err := q.Start(); err != nil {
 		return err
@@ -312,4 +319,31 @@ func flagsFirst(args []string) []string {
 		}
 	}
 	return append(flags, pos...)
+}
+
+// routeBounce resolves the sender of a failed message into the bounce's
+// recipients: through aliases to a mailbox when its domain is local, else
+// the remote address itself.
+func (c *components) routeBounce(sender string) ([]envelope.Recipient, error) {
+	a, err := address.Parse(sender)
+	if err != nil {
+		return nil, err
+	}
+	if !c.policy.IsLocal(a.Domain) {
+		return []envelope.Recipient{{Addr: a.String()}}, nil
+	}
+	rs, serr := c.policy.Resolve(a)
+	if serr != nil {
+		return nil, serr
+	}
+	return rs, nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

@@ -93,8 +93,20 @@ func queueCommand(cfg *config.Config, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stdout, out)
 		return 0
 	case "bounce":
-		fmt.Fprintln(stderr, "posthorn: queue bounce is not available yet (it comes with delivery status notifications)")
-		return 1
+		id, ok := needID()
+		if !ok {
+			return 2
+		}
+		out, err := controlRequest(dataDir, "BOUNCE "+id)
+		if errors.Is(err, errNotRunning) {
+			fmt.Fprintln(stderr, "posthorn: queue bounce needs the running server (it queues the bounce)")
+			return 1
+		} else if err != nil {
+			fmt.Fprintf(stderr, "posthorn: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, out)
+		return 0
 	}
 	fmt.Fprintf(stderr, "posthorn: unknown queue command %q\n%s", args[0], usage)
 	return 2

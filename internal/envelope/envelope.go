@@ -56,6 +56,8 @@ type State struct {
 	// error): for the operator's eyes, never for the sender's.
 	LastCause   string    `json:"last_cause,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// Expired: the recipient failed because the queue lifetime ran out.
+	Expired bool `json:"expired,omitempty"`
 }
 
 // Pending returns the indexes of the recipients that are not final.

@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/posthorn/posthorn/internal/deliver"
+	"github.com/posthorn/posthorn/internal/dsn"
 	"github.com/posthorn/posthorn/internal/envelope"
 	"github.com/posthorn/posthorn/internal/spool"
 )
@@ -30,6 +32,18 @@ type Options struct {
 	Now            func() time.Time // nil: time.Now
 	// DeliverOnReceipt delivers local mail before the spool commit; see Incoming.Commit.
 	DeliverOnReceipt bool
+	// Bounce configures delivery status notifications; with a nil
+	// Bounce.Route, failed messages are held for the operator instead.
+	Bounce BounceOptions
+}
+
+// BounceOptions configures the bounces (RFC 3464 DSNs) the queue sends.
+type BounceOptions struct {
+	ReportingMTA string // our host name, in the report
+	Postmaster   string // the From: of bounces
+	// Route resolves the envelope sender of a failed message into the
+	// bounce's recipients (a local mailbox, or the remote address).
+	Route func(addr string) ([]envelope.Recipient, error)
 }
 
 // Queue schedules deliveries. Create it with New, then Start it.
@@ -278,13 +292,13 @@ func (q *Queue) attempt(ctx context.Context, it item) (next time.Time) {
 		}
 	}
 	if env.Done() {
-		if failed(env) {
-			// RFC 3464 bounces come with the relay work; until then the
-			// message is kept for the operator rather than dropped.
+		if failed(env) && !q.bounce(env, m.Body(), now) {
+			// No bounce could be sent (the sender is <>, or it failed):
+			// the message is kept for the operator rather than dropped.
 			if err := q.opts.Spool.SaveState(env); err != nil {
 				q.log.Error("queue: cannot save state", "id", env.ID, "err", err)
 			}
-			q.log.Warn("queue: message held: recipients failed, bounce pending", "id", env.ID)
+			q.log.Warn("queue: message held: recipients failed, no bounce sent", "id", env.ID)
 			return time.Time{}
 		}
 		if err := q.opts.Spool.Remove(env.ID); err != nil {
@@ -325,6 +339,7 @@ func (q *Queue) record(env *envelope.Envelope, i int, res deliver.Result, expire
 		q.log.Warn("delivery failed", attrs...)
 	case expired:
 		r.Status = envelope.Failed
+		r.Expired = true
 		q.log.Warn("delivery failed: queue lifetime expired", attrs...)
 	default:
 		idx := min(r.Attempts, len(q.opts.RetryIntervals)) - 1
@@ -500,4 +515,124 @@ func (q *Queue) Delete(id string) error {
 	}
 	q.log.Info("queue: deleted by the operator", "id", id)
 	return nil
+}
+
+// bounce sends the envelope sender a delivery status notification for the
+// failed recipients of env and reports whether it did. Never to the null
+// sender: a bounce that cannot be delivered must not bounce again
+// (RFC 5321 4.5.5, 6.1).
+func (q *Queue) bounce(env *envelope.Envelope, original *io.SectionReader, now time.Time) bool {
+	b := q.opts.Bounce
+	if b.Route == nil || env.Sender == "" {
+		return false
+	}
+	var rcpts []dsn.Recipient
+	for _, r := range env.Recipients {
+		if r.Status != envelope.Failed {
+			continue
+		}
+		status := enhancedOf(r.LastError, "5.0.0")
+		if r.Expired {
+			// RFC 3463 4.4.7: delivery time expired, whatever the last try said.
+			status = "4.4.7"
+		}
+		rcpts = append(rcpts, dsn.Recipient{
+			Addr:           r.Addr,
+			Orig:           r.Orig,
+			Action:         dsn.Failure,
+			Status:         status,
+			DiagnosticCode: r.LastError,
+			LastAttempt:    now,
+		})
+	}
+	msg, err := dsn.Build(dsn.Options{ReportingMTA: b.ReportingMTA, Postmaster: b.Postmaster, Now: now},
+		dsn.Request{Env: env, Recipients: rcpts, Original: io.NewSectionReader(original, 0, original.Size())})
+	if err != nil {
+		q.log.Error("queue: cannot build bounce", "id", env.ID, "err", err)
+		return false
+	}
+	to, err := b.Route(env.Sender)
+	if err != nil || len(to) == 0 {
+		q.log.Error("queue: no route for the bounce", "id", env.ID, "sender", env.Sender, "err", err)
+		return false
+	}
+	eightBit, utf8 := dsn.Needs(msg)
+	benv := &envelope.Envelope{Recipients: to, Received: now, Body8Bit: eightBit, SMTPUTF8: utf8}
+	in, err := q.Create(benv)
+	if err == nil {
+		if _, err = in.Write(msg); err == nil {
+			err = in.Commit()
+		} else {
+			in.Abort()
+		}
+	}
+	if err != nil {
+		q.log.Error("queue: cannot queue the bounce", "id", env.ID, "err", err)
+		return false
+	}
+	q.log.Info("bounce queued", "id", env.ID, "bounce_id", benv.ID, "to", env.Sender, "failed", len(rcpts))
+	return true
+}
+
+// enhancedOf returns the enhanced status code of a reply "ddd x.y.z text",
+// or def.
+func enhancedOf(reply, def string) string {
+	f := strings.Fields(reply)
+	if len(f) >= 2 && len(f[1]) >= 5 && (f[1][0] == '4' || f[1][0] == '5') && f[1][1] == '.' {
+		return f[1]
+	}
+	return def
+}
+
+// Bounce gives up on a queued message now: every pending recipient fails
+// ("cancelled by the postmaster") and the sender gets a bounce. A message
+// being delivered at this moment is refused; try again after the attempt.
+func (q *Queue) Bounce(id string) error {
+	q.mu.Lock()
+	if q.inflight[id] {
+		q.mu.Unlock()
+		return errors.New("queue: message is being delivered right now; try again")
+	}
+	if t, ok := q.timers[id]; ok {
+		t.Stop()
+		delete(q.timers, id)
+	}
+	if q.inReady[id] {
+		delete(q.inReady, id)
+		kept := q.ready[:0]
+		for _, it := range q.ready {
+			if it.id != id {
+				kept = append(kept, it)
+			}
+		}
+		q.ready = kept
+	}
+	q.inflight[id] = true // no worker may take it meanwhile
+	q.mu.Unlock()
+	defer q.done(id, time.Time{})
+
+	m, err := q.opts.Spool.Open(id)
+	if errors.Is(err, spool.ErrNotFound) {
+		return ErrUnknownMessage
+	} else if err != nil {
+		return err
+	}
+	defer m.Close()
+	env := m.Env
+	for _, i := range env.Pending() {
+		r := &env.Recipients[i]
+		r.Status = envelope.Failed
+		r.LastError = "550 5.0.0 Delivery cancelled by the postmaster"
+	}
+	if !failed(env) {
+		return errors.New("queue: no recipient left to bounce")
+	}
+	if !q.bounce(env, m.Body(), q.now()) {
+		if err := q.opts.Spool.SaveState(env); err != nil {
+			return err
+		}
+		return errors.New("queue: no bounce sent (null sender or no route); message kept")
+	}
+	q.log.Info("queue: bounced by the operator", "id", id)
+	return q.opts.Spool.Remove(id)
 }

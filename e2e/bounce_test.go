@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/posthorn/posthorn/internal/testutil"
+)
+
+// blockMailbox puts a regular file where user's Maildir would be, so every
+// delivery to it fails temporarily.
+func blockMailbox(t *testing.T, p *testutil.Posthorn, user string) {
+	t.Helper()
+	path := filepath.Join(p.DataDir, "mail", "example.com", user)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("not a mailbox"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkBounce checks a delivered RFC 3464 report: from <>, a multipart/report
+// with the failed recipient, the status and the original's headers.
+func checkBounce(t *testing.T, msg, failedRcpt, status, subject string) {
+	t.Helper()
+	// RFC 3464 / RFC 5321 4.5.5: bounces go out from the null sender.
+	if !strings.HasPrefix(msg, "Return-Path: <>\n") {
+		t.Errorf("bounce does not start with Return-Path: <>:\n%s", abbrev(msg))
+	}
+	for _, want := range []string{
+		"Content-Type: multipart/report; report-type=delivery-status",
+		"Auto-Submitted: auto-replied",
+		"Final-Recipient: rfc822;" + failedRcpt,
+		"Action: failed",
+		"Status: " + status,
+		"Subject: " + subject, // the original's header section
+	} {
+		if !strings.Contains(strings.ReplaceAll(msg, "; ", ";"), strings.ReplaceAll(want, "; ", ";")) {
+			t.Errorf("bounce lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+// TestBounceOnExpiry: a recipient that stays undeliverable past the queue
+// lifetime fails, and the sender (a local user here) gets a bounce with
+// status 4.4.7; the original leaves the queue.
+func TestBounceOnExpiry(t *testing.T) {
+	p := testutil.StartPosthorn(t, baseConfig+"[queue]\nretry_intervals = [\"300ms\"]\nmax_lifetime = \"1s\"\n")
+	blockMailbox(t, p, "theboss")
+	sendMail(t, p.Addr, "alice@example.com", []string{"theboss@example.com"}, crlf("Subject: will expire", "", "body"))
+	testutil.WaitMaildir(t, p.DataDir, "example.com", "alice", 1, deliveryTimeout)
+	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)
+	got := testutil.ReadMaildir(t, p.DataDir, "example.com", "alice")
+	checkBounce(t, got[0], "theboss@example.com", "4.4.7", "will expire")
+}
+
+// TestBounceByOperator: `posthorn queue bounce ID` gives up on a message at
+// once and bounces it; a message from the null sender is never bounced
+// (no bounce loops) but kept for the operator.
+func TestBounceByOperator(t *testing.T) {
+	p := testutil.StartPosthorn(t, baseConfig+"[queue]\nretry_intervals = [\"1h\"]\n")
+	blockMailbox(t, p, "theboss")
+	id := sendMail(t, p.Addr, "alice@example.com", []string{"theboss@example.com"}, crlf("Subject: given up", "", "body"))
+	p.WaitLog(`deferred" id=`+id, deliveryTimeout)
+	out, code := runTool(t, p.Bin, "queue", "bounce", id, "--config", p.ConfigPath)
+	if code != 0 {
+		t.Fatalf("queue bounce: exit %d\n%s", code, out)
+	}
+	testutil.WaitMaildir(t, p.DataDir, "example.com", "alice", 1, deliveryTimeout)
+	got := testutil.ReadMaildir(t, p.DataDir, "example.com", "alice")
+	checkBounce(t, got[0], "theboss@example.com", "5.0.0", "given up")
+	if !strings.Contains(got[0], "cancelled by the postmaster") {
+		t.Errorf("bounce does not say why:\n%s", got[0])
+	}
+	if left := testutil.SpoolEntries(t, p.DataDir, "queue"); len(left) != 0 {
+		t.Errorf("queue holds %v after the bounce", left)
+	}
+
+	// From <>: bounce refused, message kept.
+	id2 := sendMail(t, p.Addr, "", []string{"theboss@example.com"}, crlf("Subject: a bounce itself", "", "body"))
+	p.WaitLog(`deferred" id=`+id2, deliveryTimeout)
+	out, code = runTool(t, p.Bin, "queue", "bounce", id2, "--config", p.ConfigPath)
+	if code == 0 || !strings.Contains(out, "no bounce sent") {
+		t.Errorf("queue bounce of a message from <>: exit %d\n%s", code, out)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := testutil.ReadMaildir(t, p.DataDir, "example.com", "alice"); len(got) != 1 {
+		t.Errorf("alice has %d messages, want only the first bounce", len(got))
+	}
+	out, _ = runTool(t, p.Bin, "queue", "list", "--config", p.ConfigPath)
+	if !strings.Contains(out, id2) || !strings.Contains(out, "failed") {
+		t.Errorf("the unbounceable message is not kept for the operator:\n%s", out)
+	}
+}
