@@ -130,6 +130,9 @@ func (g *graph) violations() []string {
 	// the address package for smtp, IDNA for address (with what IDNA needs).
 	out = append(out, g.leaf("internal/smtp", g.module+"/internal/address")...)
 	out = append(out, g.leaf("internal/address", "golang.org/x/net/idna")...)
+	out = append(out, g.leaf("internal/smtpclient", g.module+"/internal/smtp", g.module+"/internal/address")...)
+	out = append(out, g.leaf("internal/dsn", g.module+"/internal/envelope", g.module+"/internal/address")...)
+	out = append(out, g.leaf("internal/dnsx", "github.com/miekg/dns")...)
 	return out
 }
 

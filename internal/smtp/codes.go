@@ -52,6 +52,7 @@ const (
 	EInvalidArgs       = "5.5.4"
 	EOtherMedia        = "5.6.0"
 	ENeedsSMTPUTF8     = "5.6.7"
+	EConversionNeeded  = "5.6.3"
 	EPolicy            = "5.7.0"
 	ERelayDenied       = "5.7.1"
 	EOtherPermanent    = "5.0.0"
