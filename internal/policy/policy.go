@@ -6,6 +6,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/posthorn/posthorn/internal/address"
@@ -26,6 +27,9 @@ type Options struct {
 	Domains            map[string]Domain
 	Aliases            map[string][]string
 	RecipientDelimiter string // "" disables plus-addressing
+	// RelayFrom lists the client networks that may send to any domain
+	// (relay_from). Empty by default: not even loopback is trusted.
+	RelayFrom []netip.Prefix
 }
 
 // Policy answers questions about recipients. It is immutable and safe for
@@ -34,6 +38,7 @@ type Policy struct {
 	domains map[string]domain
 	aliases map[string][]address.Addr
 	delim   string
+	relay   []netip.Prefix
 }
 
 type domain struct {
@@ -49,7 +54,7 @@ const maxAliasDepth = 10
 // in a local domain must resolve to a mailbox, so that a typo is found at
 // start-up rather than when mail arrives.
 func New(opts Options) (*Policy, error) {
-	p := &Policy{domains: map[string]domain{}, aliases: map[string][]address.Addr{}, delim: opts.RecipientDelimiter}
+	p := &Policy{domains: map[string]domain{}, aliases: map[string][]address.Addr{}, delim: opts.RecipientDelimiter, relay: opts.RelayFrom}
 	for name, d := range opts.Domains {
 		dn, err := address.NormalizeDomain(name)
 		if err != nil {
@@ -101,6 +106,18 @@ func New(opts Options) (*Policy, error) {
 		}
 	}
 	return p, nil
+}
+
+// RelayAllowed reports whether a client at ip may send mail to domains
+// that are not local (it is in relay_from).
+func (p *Policy) RelayAllowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, n := range p.relay {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // IsLocal reports whether domain (canonical form) is one we receive mail for.

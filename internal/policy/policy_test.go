@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -139,5 +140,26 @@ func TestSafeMailboxName(t *testing.T) {
 		if got := SafeMailboxName(name); got != want {
 			t.Errorf("SafeMailboxName(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+func TestRelayAllowed(t *testing.T) {
+	p, err := New(Options{
+		Domains:   map[string]Domain{"example.com": {Users: []string{"alice"}}},
+		RelayFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ip, want := range map[string]bool{
+		"10.1.2.3": true, "::ffff:10.1.2.3": true, "2001:db8::1": true,
+		"11.0.0.1": false, "127.0.0.1": false, "::1": false,
+	} {
+		if got := p.RelayAllowed(netip.MustParseAddr(ip)); got != want {
+			t.Errorf("RelayAllowed(%s) = %v, want %v", ip, got, want)
+		}
+	}
+	if def := testPolicy(t); def.RelayAllowed(netip.MustParseAddr("127.0.0.1")) {
+		t.Error("loopback may relay without relay_from")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,7 +40,12 @@ type SpoolWriter interface {
 
 // Policy decides whether a recipient is accepted and where it goes.
 type Policy interface {
+	// Resolve accepts or refuses a recipient; a domain that is not local
+	// is refused with policy.ErrRelayDenied.
 	Resolve(addr address.Addr) ([]envelope.Recipient, *smtp.Error)
+	// RelayAllowed reports whether a client may send to domains that are
+	// not local.
+	RelayAllowed(ip netip.Addr) bool
 }
 
 // Options configures a Server.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/posthorn/posthorn/internal/address"
 	"github.com/posthorn/posthorn/internal/envelope"
+	"github.com/posthorn/posthorn/internal/policy"
 	"github.com/posthorn/posthorn/internal/smtp"
 )
 
@@ -452,6 +454,9 @@ func (s *session) cmdRcpt(arg string) *reply {
 		return rep(smtp.CodeParamsNotRecognized, smtp.EInvalidArgs, "Unsupported parameter "+pa.Params[0].Key)
 	}
 	rs, err := s.srv.opts.Policy.Resolve(pa.Addr)
+	if err == policy.ErrRelayDenied && s.relayAllowed() {
+		rs, err = []envelope.Recipient{{Addr: pa.Addr.String()}}, nil
+	}
 	if err != nil {
 		s.srv.log.Info("recipient refused", "client_ip", s.ip, "rcpt", pa.Addr.String(), "reply", err.Error())
 		return errReply(err)
@@ -469,6 +474,12 @@ func (s *session) cmdRcpt(arg string) *reply {
 		}
 	}
 	return rep(smtp.CodeOK, smtp.EDestOK, "Ok")
+}
+
+// relayAllowed reports whether this client may relay (relay_from).
+func (s *session) relayAllowed() bool {
+	ip, err := netip.ParseAddr(s.ip)
+	return err == nil && s.srv.opts.Policy.RelayAllowed(ip)
 }
 
 // postmaster recognises "TO:<Postmaster>" with no domain, which RFC 5321
