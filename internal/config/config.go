@@ -13,6 +13,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -43,6 +44,11 @@ type Config struct {
 	TLS TLS `toml:"tls"`
 	// Queue holds the delivery schedule.
 	Queue Queue `toml:"queue"`
+	// Delivery configures the SMTP client that relays mail to other
+	// servers.
+	Delivery Delivery `toml:"delivery"`
+	// DNS configures the resolver used to route outgoing mail.
+	DNS DNS `toml:"dns"`
 	// Domains are the local domains, keyed by their canonical name. A
 	// [domains] table in the file replaces the default set entirely, so that
 	// an MX for example.com does not also accept mail for localhost.
@@ -90,6 +96,14 @@ type SMTP struct {
 	CommandTimeout Duration `toml:"command_timeout"`
 	// DataTimeout bounds a whole DATA or BDAT transfer.
 	DataTimeout Duration `toml:"data_timeout"`
+	// RelayFrom lists the networks whose clients may relay: send to any
+	// domain, not only the local ones. An entry is a CIDR prefix or a single
+	// IP address; after validation each is the canonical, masked form of a
+	// netip.Prefix ("10.0.0.0/8", "192.0.2.7/32"). Empty by default, and
+	// loopback is not implied: a local process that can reach the port must
+	// not get an open relay unless the administrator lists 127.0.0.0/8. Use
+	// Config.RelayNetworks for the parsed prefixes.
+	RelayFrom []string `toml:"relay_from"`
 }
 
 // TLS configures the certificate offered with STARTTLS.
@@ -114,6 +128,91 @@ type Queue struct {
 	RetryIntervals []Duration `toml:"retry_intervals"`
 	// MaxLifetime is how long a message may stay queued before it bounces.
 	MaxLifetime Duration `toml:"max_lifetime"`
+}
+
+// Delivery configures outgoing SMTP: how Posthorn connects to the servers
+// responsible for remote recipients.
+type Delivery struct {
+	// Port is the destination port for MX and address-record delivery. It
+	// is 25 on the Internet; tests point it elsewhere on loopback.
+	Port int `toml:"port"`
+	// HeloName is the name this server gives in EHLO. "" means Hostname;
+	// use Config.HeloName for the effective value. Set, it is a domain name
+	// in canonical form.
+	HeloName string `toml:"helo_name"`
+	// ConnectTimeout bounds the TCP connect to one destination address.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	// MaxConnections caps concurrent outgoing connections in total.
+	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerHost caps concurrent connections to one destination
+	// host, so that one busy domain does not look like an attack to its
+	// MX. It is at most MaxConnections.
+	MaxConnectionsPerHost int `toml:"max_connections_per_host"`
+	// TLSFallbackPlain makes opportunistic STARTTLS retry a host in plain
+	// text when the TLS handshake fails: without it, a server with a broken
+	// TLS setup cannot receive mail from us at all. It does not apply to a
+	// smarthost, whose TLS says what is required.
+	TLSFallbackPlain bool `toml:"tls_fallback_plain"`
+	// DelayNotice is how long a message waits before its sender is told
+	// that delivery is delayed (RFC 3464 action "delayed"); 0 sends none.
+	DelayNotice Duration `toml:"delay_notice"`
+	// Smarthost, when its Host is set, receives all outgoing mail instead of
+	// the MX hosts of each domain.
+	Smarthost Smarthost `toml:"smarthost"`
+}
+
+// Smarthost configures a relay host that takes all outgoing mail. The zero
+// Host means there is none; then the other fields keep their defaults.
+type Smarthost struct {
+	// Host is a domain name (canonical after validation) or an IP address,
+	// without brackets or port; "" for no smarthost.
+	Host string `toml:"host"`
+	// Port is the smarthost's port: 587 for submission with STARTTLS, 465
+	// for implicit TLS, 25 for a plain relay.
+	Port int `toml:"port"`
+	// TLS is one of the SmarthostTLS constants.
+	TLS string `toml:"tls"`
+	// Username, with Password, is sent with AUTH PLAIN (RFC 4616). Both or
+	// neither, and only over TLS that is required or implicit, so that the
+	// password never crosses the network in clear.
+	Username string `toml:"username"`
+	// Password goes with Username. Smarthost's String method leaves it out,
+	// so a logged configuration does not leak it.
+	Password string `toml:"password"`
+}
+
+// The values of Smarthost.TLS.
+const (
+	// SmarthostTLSRequired: STARTTLS must be offered and succeed, or the
+	// attempt fails (temporarily).
+	SmarthostTLSRequired = "required"
+	// SmarthostTLSOpportunistic: STARTTLS when offered, plain text when not
+	// or when the handshake fails.
+	SmarthostTLSOpportunistic = "opportunistic"
+	// SmarthostTLSImplicit: TLS from the first byte (RFC 8314 3.3), usually
+	// on port 465.
+	SmarthostTLSImplicit = "implicit"
+)
+
+// String formats s for logs and test failures with the password, if any,
+// replaced, since %v of a Config would otherwise print it.
+func (s Smarthost) String() string {
+	pw := ""
+	if s.Password != "" {
+		pw = "(hidden)"
+	}
+	return fmt.Sprintf("{Host:%s Port:%d TLS:%s Username:%s Password:%s}", s.Host, s.Port, s.TLS, s.Username, pw)
+}
+
+// DNS configures the resolver for outgoing mail.
+type DNS struct {
+	// Servers are the resolvers to ask, as "ip:port" (canonical after
+	// validation: "192.0.2.53:53", "[2001:db8::53]:53"). The file may leave
+	// out the port, which is then 53. Empty means the servers of
+	// /etc/resolv.conf.
+	Servers []string `toml:"servers"`
+	// Timeout bounds one query to one server.
+	Timeout Duration `toml:"timeout"`
 }
 
 // Domain configures one local domain.
@@ -159,6 +258,16 @@ func Default() *Config {
 			},
 			MaxLifetime: Duration(5 * 24 * time.Hour),
 		},
+		Delivery: Delivery{
+			Port:                  25,
+			ConnectTimeout:        Duration(30 * time.Second),
+			MaxConnections:        100,
+			MaxConnectionsPerHost: 10,
+			TLSFallbackPlain:      true,
+			DelayNotice:           Duration(4 * time.Hour),
+			Smarthost:             Smarthost{Port: 587, TLS: SmarthostTLSRequired},
+		},
+		DNS:     DNS{Timeout: Duration(5 * time.Second)},
 		Domains: defaultDomains(),
 	}
 }

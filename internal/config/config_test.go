@@ -194,6 +194,16 @@ func TestDefault(t *testing.T) {
 				Duration(15 * time.Minute), Duration(30 * time.Minute), Duration(time.Hour)},
 			MaxLifetime: Duration(5 * 24 * time.Hour),
 		},
+		Delivery: Delivery{
+			Port:                  25,
+			ConnectTimeout:        Duration(30 * time.Second),
+			MaxConnections:        100,
+			MaxConnectionsPerHost: 10,
+			TLSFallbackPlain:      true,
+			DelayNotice:           Duration(4 * time.Hour),
+			Smarthost:             Smarthost{Port: 587, TLS: "required"},
+		},
+		DNS:     DNS{Timeout: Duration(5 * time.Second)},
 		Domains: map[string]Domain{"localhost": {AcceptAnyUser: true}},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -255,6 +265,7 @@ max_connections_per_ip = 200
 max_errors = 3
 command_timeout = "10m"
 data_timeout = "1h"
+relay_from = ["10.1.2.3/8", "192.0.2.7", "::1", "2001:DB8::/32", "::ffff:198.51.100.0/120"]
 
 [tls]
 cert = %q
@@ -265,6 +276,26 @@ disable = false
 workers = 8
 retry_intervals = ["30s", "2m", "1d"]
 max_lifetime = "3d12h"
+
+[delivery]
+port = 2525
+helo_name = "Out.Example.COM"
+connect_timeout = "10s"
+max_connections = 20
+max_connections_per_host = 20
+tls_fallback_plain = false
+delay_notice = "0s"
+
+[delivery.smarthost]
+host = "Relay.Provider.Example"
+port = 465
+tls = "implicit"
+username = "mx@example.com"
+password = "s3cret with spaces"
+
+[dns]
+servers = ["127.0.0.53", "[::1]:5353", "192.0.2.1:53"]
+timeout = "2s"
 
 [domains."Example.com"]
 users = ["Alice", "the.boss", "bob_smith"]
@@ -300,12 +331,30 @@ users = ["root"]
 			MaxErrors:           3,
 			CommandTimeout:      Duration(10 * time.Minute),
 			DataTimeout:         Duration(time.Hour),
+			RelayFrom:           []string{"10.0.0.0/8", "192.0.2.7/32", "::1/128", "2001:db8::/32", "198.51.100.0/24"},
 		},
 		TLS: TLS{Cert: cert, Key: key},
 		Queue: Queue{
 			Workers:        8,
 			RetryIntervals: []Duration{Duration(30 * time.Second), Duration(2 * time.Minute), Duration(24 * time.Hour)},
 			MaxLifetime:    Duration(84 * time.Hour),
+		},
+		Delivery: Delivery{
+			Port:                  2525,
+			HeloName:              "out.example.com",
+			ConnectTimeout:        Duration(10 * time.Second),
+			MaxConnections:        20,
+			MaxConnectionsPerHost: 20,
+			TLSFallbackPlain:      false,
+			DelayNotice:           0,
+			Smarthost: Smarthost{
+				Host: "relay.provider.example", Port: 465, TLS: "implicit",
+				Username: "mx@example.com", Password: "s3cret with spaces",
+			},
+		},
+		DNS: DNS{
+			Servers: []string{"127.0.0.53:53", "[::1]:5353", "192.0.2.1:53"},
+			Timeout: Duration(2 * time.Second),
 		},
 		Domains: map[string]Domain{
 			"example.com":           {Users: []string{"alice", "the.boss", "bob_smith"}, CatchAll: "alice@example.com"},

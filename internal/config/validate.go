@@ -76,6 +76,8 @@ func (c *Config) validate(doc *document) error {
 	c.validateSMTP(v)
 	c.validateTLS(v)
 	c.validateQueue(v)
+	c.validateDelivery(v)
+	c.validateDNS(v)
 	c.validateDomains(v)
 	return joinErrors(v.errs)
 }
@@ -114,6 +116,7 @@ func (c *Config) validateSMTP(v *validator) {
 	v.check(s.MaxErrors >= 1, "smtp.max_errors", "must be at least 1, not %d", s.MaxErrors)
 	v.check(s.CommandTimeout > 0, "smtp.command_timeout", "must be positive, not %s", s.CommandTimeout)
 	v.check(s.DataTimeout > 0, "smtp.data_timeout", "must be positive, not %s", s.DataTimeout)
+	c.validateRelayFrom(v)
 }
 
 // checkListen accepts host:port with a numeric port, and a host that needs
