@@ -142,7 +142,7 @@ func build(cfg *config.Config, logOut io.Writer) (*components, error) {
 	for name, d := range cfg.Domains {
 		domains[name] = policy.Domain{Users: d.Users, CatchAll: d.CatchAll, AcceptAnyUser: d.AcceptAnyUser}
 	}
-	p, err := policy.New(policy.Options{Domains: domains, Aliases: cfg.Aliases, RecipientDelimiter: cfg.RecipientDelimiter})
+	p, err := policy.New(policy.Options{Domains: domains, Aliases: cfg.Aliases, RecipientDelimiter: cfg.RecipientDelimiter, RelayFrom: cfg.RelayNetworks()})
 	if err != nil {
 		return nil, err
 	}
