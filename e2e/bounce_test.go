@@ -96,3 +96,40 @@ func TestBounceByOperator(t *testing.T) {
 		t.Errorf("the unbounceable message is not kept for the operator:\n%s", out)
 	}
 }
+
+// TestBounceHonoursDSNParameters: RFC 3461 on the receiving side. RET=FULL
+// returns the whole message and ENVID comes back in the report; a
+// recipient with NOTIFY=NEVER fails silently.
+func TestBounceHonoursDSNParameters(t *testing.T) {
+	p := testutil.StartPosthorn(t, baseConfig+"[queue]\nretry_intervals = [\"300ms\"]\nmax_lifetime = \"1s\"\n")
+	blockMailbox(t, p, "theboss")
+	send := func(mail, rcpt, subject string) {
+		c := dialSMTP(t, p.Addr)
+		c.expect(220)
+		ehlo := c.cmd("EHLO client.example.org", 250)
+		if !contains(ehlo.Lines, "DSN") {
+			t.Fatalf("EHLO %v does not offer DSN", ehlo)
+		}
+		c.cmd(mail, 250)
+		c.cmd(rcpt, 250)
+		c.cmd("DATA", 354)
+		c.send(crlf("Subject: "+subject, "", "the body line") + ".\r\n")
+		c.expect(250)
+		c.cmd("QUIT", 221)
+	}
+	send("MAIL FROM:<alice@example.com>", "RCPT TO:<theboss@example.com> NOTIFY=NEVER", "silent failure")
+	send("MAIL FROM:<alice@example.com> RET=FULL ENVID=env+2B42", "RCPT TO:<theboss@example.com> ORCPT=rfc822;boss+2Bx@example.com", "full return")
+	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)
+	testutil.WaitMaildir(t, p.DataDir, "example.com", "alice", 1, deliveryTimeout)
+	time.Sleep(300 * time.Millisecond)
+	got := testutil.ReadMaildir(t, p.DataDir, "example.com", "alice")
+	if len(got) != 1 {
+		t.Fatalf("alice has %d bounces, want 1 (NOTIFY=NEVER asks for none)", len(got))
+	}
+	checkBounce(t, got[0], "theboss@example.com", "4.4.7", "full return")
+	for _, want := range []string{"Original-Envelope-Id: env+42", "Original-Recipient: rfc822;boss+x@example.com", "message/rfc822", "the body line"} {
+		if !strings.Contains(strings.ReplaceAll(got[0], "; ", ";"), strings.ReplaceAll(want, "; ", ";")) {
+			t.Errorf("bounce lacks %q:\n%s", want, got[0])
+		}
+	}
+}

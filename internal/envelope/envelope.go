@@ -4,6 +4,7 @@
 package envelope
 
 import (
+	"strings"
 	"time"
 )
 
@@ -19,6 +20,10 @@ type Envelope struct {
 	TLS        bool        `json:"tls,omitempty"`
 	SMTPUTF8   bool        `json:"smtputf8,omitempty"`
 	Body8Bit   bool        `json:"body_8bit,omitempty"`
+	// Ret and EnvID are the RFC 3461 DSN parameters of MAIL: what a bounce
+	// returns ("FULL" or "HDRS"; "" means HDRS) and the sender's envelope ID.
+	Ret   string `json:"ret,omitempty"`
+	EnvID string `json:"envid,omitempty"`
 }
 
 // Status is a recipient's delivery state.
@@ -40,6 +45,11 @@ type Recipient struct {
 	Orig string `json:"orig,omitempty"`
 	// Mailbox is "domain/localpart" for a local mailbox, "" for a remote address.
 	Mailbox string `json:"mailbox,omitempty"`
+	// Notify is the RFC 3461 NOTIFY parameter of RCPT ("NEVER" or a list
+	// of SUCCESS, FAILURE, DELAY); "" means the default, FAILURE,DELAY.
+	Notify string `json:"notify,omitempty"`
+	// ORcpt is the RFC 3461 ORCPT parameter, decoded: "rfc822;address".
+	ORcpt string `json:"orcpt,omitempty"`
 
 	State
 }
@@ -73,3 +83,18 @@ func (e *Envelope) Pending() []int {
 
 // Done reports whether every recipient reached a final state.
 func (e *Envelope) Done() bool { return len(e.Pending()) == 0 }
+
+// Wants reports whether the sender asked for a notification of kind
+// ("SUCCESS", "FAILURE" or "DELAY") about r (RFC 3461 4.1: without NOTIFY,
+// failures and delays are reported).
+func (r *Recipient) Wants(kind string) bool {
+	if r.Notify == "" {
+		return kind != "SUCCESS"
+	}
+	for _, k := range strings.Split(r.Notify, ",") {
+		if k == kind {
+			return true
+		}
+	}
+	return false
+}

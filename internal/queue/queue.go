@@ -528,8 +528,12 @@ func (q *Queue) bounce(env *envelope.Envelope, original *io.SectionReader, now t
 	}
 	var rcpts []dsn.Recipient
 	for _, r := range env.Recipients {
-		if r.Status != envelope.Failed {
-			continue
+		if r.Status != envelope.Failed || !r.Wants("FAILURE") {
+			continue // RFC 3461 4.1: NOTIFY=NEVER (or without FAILURE) asks for silence
+		}
+		orig := r.Orig
+		if r.ORcpt != "" {
+			orig = r.ORcpt
 		}
 		status := enhancedOf(r.LastError, "5.0.0")
 		if r.Expired {
@@ -538,15 +542,19 @@ func (q *Queue) bounce(env *envelope.Envelope, original *io.SectionReader, now t
 		}
 		rcpts = append(rcpts, dsn.Recipient{
 			Addr:           r.Addr,
-			Orig:           r.Orig,
+			Orig:           orig,
 			Action:         dsn.Failure,
 			Status:         status,
 			DiagnosticCode: r.LastError,
 			LastAttempt:    now,
 		})
 	}
+	if len(rcpts) == 0 {
+		q.log.Info("queue: recipients failed; the sender asked for no notification", "id", env.ID)
+		return true
+	}
 	msg, err := dsn.Build(dsn.Options{ReportingMTA: b.ReportingMTA, Postmaster: b.Postmaster, Now: now},
-		dsn.Request{Env: env, Recipients: rcpts, Original: io.NewSectionReader(original, 0, original.Size())})
+		dsn.Request{Env: env, Recipients: rcpts, Original: io.NewSectionReader(original, 0, original.Size()), Return: env.Ret, EnvID: env.EnvID})
 	if err != nil {
 		q.log.Error("queue: cannot build bounce", "id", env.ID, "err", err)
 		return false

@@ -55,6 +55,8 @@ type session struct {
 	rcpts     []envelope.Recipient
 	rcptKeys  map[string]bool
 	bdat      *bdatState
+	ret       string // RFC 3461 RET
+	envid     string // RFC 3461 ENVID, decoded
 }
 
 // bdatState is a BDAT transfer in progress (RFC 3030).
@@ -338,6 +340,7 @@ func (s *session) reset() {
 	s.inTx = false
 	s.sender = address.Addr{}
 	s.smtputf8, s.body8bit = false, false
+	s.ret, s.envid = "", ""
 	s.rcptTried, s.rcptAddrs, s.rcpts, s.rcptKeys = false, nil, nil, nil
 }
 
@@ -376,6 +379,7 @@ func (s *session) cmdEhlo(arg string) *reply {
 		"ENHANCEDSTATUSCODES",
 		"SMTPUTF8",
 		"CHUNKING",
+		"DSN",
 	}
 	if s.srv.opts.TLSConfig != nil && s.tls == nil {
 		lines = append(lines, "STARTTLS")
@@ -398,6 +402,7 @@ func (s *session) cmdMail(arg string) *reply {
 		return rep(smtp.CodeParamsNotRecognized, smtp.EInvalidArgs, "Parameters need EHLO")
 	}
 	utf8, body8 := false, false
+	ret, envid := "", ""
 	for _, p := range pa.Params {
 		switch p.Key {
 		case "SIZE": // RFC 1870 6
@@ -421,11 +426,23 @@ func (s *session) cmdMail(arg string) *reply {
 				return rep(smtp.CodeParamSyntax, smtp.EInvalidArgs, "SMTPUTF8 takes no value")
 			}
 			utf8 = true
+		case "RET": // RFC 3461 4.3
+			if ret != "" || (!strings.EqualFold(p.Value, "FULL") && !strings.EqualFold(p.Value, "HDRS")) {
+				return rep(smtp.CodeParamSyntax, smtp.EInvalidArgs, "Bad RET parameter")
+			}
+			ret = strings.ToUpper(p.Value)
+		case "ENVID": // RFC 3461 4.4
+			v, ok := smtp.DecodeXtext(p.Value)
+			if envid != "" || !ok || v == "" || len(p.Value) > 100 {
+				return rep(smtp.CodeParamSyntax, smtp.EInvalidArgs, "Bad ENVID parameter")
+			}
+			envid = v
 		default:
 			return rep(smtp.CodeParamsNotRecognized, smtp.EInvalidArgs, "Unsupported parameter "+p.Key)
 		}
 	}
 	s.inTx, s.sender, s.smtputf8, s.body8bit = true, pa.Addr, utf8, body8
+	s.ret, s.envid = ret, envid
 	s.rcptKeys = map[string]bool{}
 	return rep(smtp.CodeOK, smtp.ESenderOK, "Ok")
 }
@@ -450,8 +467,26 @@ func (s *session) cmdRcpt(arg string) *reply {
 	if pa.Addr.IsNull() {
 		return rep(smtp.CodeParamSyntax, smtp.EBadDestSyntax, "Empty recipient")
 	}
-	if len(pa.Params) > 0 {
-		return rep(smtp.CodeParamsNotRecognized, smtp.EInvalidArgs, "Unsupported parameter "+pa.Params[0].Key)
+	notify, orcpt := "", ""
+	for _, p := range pa.Params {
+		ok := true
+		switch p.Key {
+		case "NOTIFY": // RFC 3461 4.1
+			ok = notify == ""
+			if ok {
+				notify, ok = smtp.ParseNotify(p.Value)
+			}
+		case "ORCPT": // RFC 3461 4.2
+			ok = orcpt == ""
+			if ok {
+				orcpt, ok = smtp.ParseORCPT(p.Value)
+			}
+		default:
+			return rep(smtp.CodeParamsNotRecognized, smtp.EInvalidArgs, "Unsupported parameter "+p.Key)
+		}
+		if !ok {
+			return rep(smtp.CodeParamSyntax, smtp.EInvalidArgs, "Bad "+p.Key+" parameter")
+		}
 	}
 	rs, err := s.srv.opts.Policy.Resolve(pa.Addr)
 	if err == policy.ErrRelayDenied && s.relayAllowed() {
@@ -463,6 +498,7 @@ func (s *session) cmdRcpt(arg string) *reply {
 	}
 	s.rcptAddrs = append(s.rcptAddrs, pa.Addr.String())
 	for _, r := range rs {
+		r.Notify, r.ORcpt = notify, orcpt
 		// One copy per mailbox even when aliases converge on it.
 		key := "m:" + r.Mailbox
 		if r.Mailbox == "" {
@@ -525,6 +561,8 @@ func (s *session) begin() (*envelope.Envelope, SpoolWriter, *smtp.Error) {
 		TLS:        s.tls != nil,
 		SMTPUTF8:   s.smtputf8,
 		Body8Bit:   s.body8bit,
+		Ret:        s.ret,
+		EnvID:      s.envid,
 	}
 	w, err := s.srv.opts.Spooler.Create(env)
 	if err != nil {

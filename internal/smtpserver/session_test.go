@@ -26,7 +26,8 @@ var ehloLines = []string{
 	"250-8BITMIME",
 	"250-ENHANCEDSTATUSCODES",
 	"250-SMTPUTF8",
-	"250 CHUNKING",
+	"250-CHUNKING",
+	"250 DSN",
 }
 
 // greet reads the greeting and sends EHLO c.example.org.
