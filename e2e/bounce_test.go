@@ -133,3 +133,26 @@ func TestBounceHonoursDSNParameters(t *testing.T) {
 		}
 	}
 }
+
+// TestDelayNotice: a recipient still pending after delivery.delay_notice
+// gets its sender one "delayed" report (RFC 3464), not one per retry, and
+// the message is still delivered once the mailbox comes back.
+func TestDelayNotice(t *testing.T) {
+	p := testutil.StartPosthorn(t, baseConfig+"[queue]\nretry_intervals = [\"200ms\"]\n[delivery]\ndelay_notice = \"500ms\"\n")
+	blockMailbox(t, p, "theboss")
+	sendMail(t, p.Addr, "alice@example.com", []string{"theboss@example.com"}, crlf("Subject: slow", "", "body"))
+	testutil.WaitMaildir(t, p.DataDir, "example.com", "alice", 1, deliveryTimeout)
+	time.Sleep(800 * time.Millisecond) // several more retries
+	got := testutil.ReadMaildir(t, p.DataDir, "example.com", "alice")
+	if len(got) != 1 {
+		t.Fatalf("alice has %d delay reports, want exactly 1", len(got))
+	}
+	for _, want := range []string{"Action: delayed", "Final-Recipient: rfc822;theboss@example.com", "Status: 4.", "Will-Retry-Until:"} {
+		if !strings.Contains(strings.ReplaceAll(got[0], "; ", ";"), want) {
+			t.Errorf("delay report lacks %q:\n%s", want, got[0])
+		}
+	}
+	os.Remove(filepath.Join(p.DataDir, "mail", "example.com", "theboss"))
+	testutil.WaitMaildir(t, p.DataDir, "example.com", "theboss", 1, deliveryTimeout)
+	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)
+}

@@ -193,6 +193,7 @@ func (c *components) serve() error {
 		// Local mail goes straight to its Maildir before the reply: the
 		// same durability (fsynced before 250) with half the flushes.
 		DeliverOnReceipt: true,
+		DelayNotice:      cfg.Delivery.DelayNotice.D(),
 		Bounce: queue.BounceOptions{
 			ReportingMTA: cfg.Hostname,
 			Postmaster:   "postmaster@" + firstNonEmpty(postmasterDomain(cfg), cfg.Hostname),

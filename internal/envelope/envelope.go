@@ -68,6 +68,8 @@ type State struct {
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	// Expired: the recipient failed because the queue lifetime ran out.
 	Expired bool `json:"expired,omitempty"`
+	// DelayNotified: the sender was told that this recipient is delayed.
+	DelayNotified bool `json:"delay_notified,omitempty"`
 }
 
 // Pending returns the indexes of the recipients that are not final.

@@ -35,6 +35,9 @@ type Options struct {
 	// Bounce configures delivery status notifications; with a nil
 	// Bounce.Route, failed messages are held for the operator instead.
 	Bounce BounceOptions
+	// DelayNotice is how long a recipient may stay pending before the
+	// sender is told, once; 0: never.
+	DelayNotice time.Duration
 }
 
 // BounceOptions configures the bounces (RFC 3464 DSNs) the queue sends.
@@ -306,6 +309,7 @@ func (q *Queue) attempt(ctx context.Context, it item) (next time.Time) {
 		}
 		return time.Time{}
 	}
+	q.delayNotice(env, m.Body(), now)
 	if err := q.opts.Spool.SaveState(env); err != nil {
 		// Without the state, a restart retries every pending recipient:
 		// delivery is idempotent, so that costs time, not correctness.
@@ -518,12 +522,11 @@ func (q *Queue) Delete(id string) error {
 }
 
 // bounce sends the envelope sender a delivery status notification for the
-// failed recipients of env and reports whether it did. Never to the null
-// sender: a bounce that cannot be delivered must not bounce again
-// (RFC 5321 4.5.5, 6.1).
+// failed recipients of env and reports whether it did (or whether nobody
+// asked for one). Never to the null sender: a bounce that cannot be
+// delivered must not bounce again (RFC 5321 4.5.5, 6.1).
 func (q *Queue) bounce(env *envelope.Envelope, original *io.SectionReader, now time.Time) bool {
-	b := q.opts.Bounce
-	if b.Route == nil || env.Sender == "" {
+	if q.opts.Bounce.Route == nil || env.Sender == "" {
 		return false
 	}
 	var rcpts []dsn.Recipient
@@ -531,37 +534,71 @@ func (q *Queue) bounce(env *envelope.Envelope, original *io.SectionReader, now t
 		if r.Status != envelope.Failed || !r.Wants("FAILURE") {
 			continue // RFC 3461 4.1: NOTIFY=NEVER (or without FAILURE) asks for silence
 		}
-		orig := r.Orig
-		if r.ORcpt != "" {
-			orig = r.ORcpt
-		}
 		status := enhancedOf(r.LastError, "5.0.0")
 		if r.Expired {
 			// RFC 3463 4.4.7: delivery time expired, whatever the last try said.
 			status = "4.4.7"
 		}
-		rcpts = append(rcpts, dsn.Recipient{
-			Addr:           r.Addr,
-			Orig:           orig,
-			Action:         dsn.Failure,
-			Status:         status,
-			DiagnosticCode: r.LastError,
-			LastAttempt:    now,
-		})
+		rcpts = append(rcpts, reportRecipient(r, dsn.Failure, status, now))
 	}
 	if len(rcpts) == 0 {
 		q.log.Info("queue: recipients failed; the sender asked for no notification", "id", env.ID)
 		return true
 	}
+	return q.report(env, rcpts, original, now)
+}
+
+// delayNotice tells the sender, once, about recipients still pending after
+// Options.DelayNotice (RFC 3464 "delayed"), unless they asked for no
+// delay notices. It returns whether the state changed.
+func (q *Queue) delayNotice(env *envelope.Envelope, original *io.SectionReader, now time.Time) bool {
+	if q.opts.DelayNotice <= 0 || q.opts.Bounce.Route == nil || env.Sender == "" || now.Sub(env.Received) < q.opts.DelayNotice {
+		return false
+	}
+	var rcpts []dsn.Recipient
+	var idx []int
+	for _, i := range env.Pending() {
+		r := &env.Recipients[i]
+		if r.DelayNotified || !r.Wants("DELAY") {
+			continue
+		}
+		d := reportRecipient(*r, dsn.Delay, enhancedOf(r.LastError, "4.0.0"), now)
+		if d.Status[0] != '4' {
+			d.Status = "4.0.0"
+		}
+		d.WillRetryUntil = env.Received.Add(q.opts.MaxLifetime)
+		rcpts = append(rcpts, d)
+		idx = append(idx, i)
+	}
+	if len(rcpts) == 0 || !q.report(env, rcpts, original, now) {
+		return false
+	}
+	for _, i := range idx {
+		env.Recipients[i].DelayNotified = true
+	}
+	return true
+}
+
+func reportRecipient(r envelope.Recipient, action dsn.Kind, status string, now time.Time) dsn.Recipient {
+	orig := r.Orig
+	if r.ORcpt != "" {
+		orig = r.ORcpt
+	}
+	return dsn.Recipient{Addr: r.Addr, Orig: orig, Action: action, Status: status, DiagnosticCode: r.LastError, LastAttempt: now}
+}
+
+// report builds a DSN about rcpts and queues it to the sender of env.
+func (q *Queue) report(env *envelope.Envelope, rcpts []dsn.Recipient, original *io.SectionReader, now time.Time) bool {
+	b := q.opts.Bounce
 	msg, err := dsn.Build(dsn.Options{ReportingMTA: b.ReportingMTA, Postmaster: b.Postmaster, Now: now},
 		dsn.Request{Env: env, Recipients: rcpts, Original: io.NewSectionReader(original, 0, original.Size()), Return: env.Ret, EnvID: env.EnvID})
 	if err != nil {
-		q.log.Error("queue: cannot build bounce", "id", env.ID, "err", err)
+		q.log.Error("queue: cannot build a delivery report", "id", env.ID, "err", err)
 		return false
 	}
 	to, err := b.Route(env.Sender)
 	if err != nil || len(to) == 0 {
-		q.log.Error("queue: no route for the bounce", "id", env.ID, "sender", env.Sender, "err", err)
+		q.log.Error("queue: no route for the delivery report", "id", env.ID, "sender", env.Sender, "err", err)
 		return false
 	}
 	eightBit, utf8 := dsn.Needs(msg)
@@ -575,10 +612,10 @@ func (q *Queue) bounce(env *envelope.Envelope, original *io.SectionReader, now t
 		}
 	}
 	if err != nil {
-		q.log.Error("queue: cannot queue the bounce", "id", env.ID, "err", err)
+		q.log.Error("queue: cannot queue the delivery report", "id", env.ID, "err", err)
 		return false
 	}
-	q.log.Info("bounce queued", "id", env.ID, "bounce_id", benv.ID, "to", env.Sender, "failed", len(rcpts))
+	q.log.Info("delivery report queued", "id", env.ID, "report_id", benv.ID, "to", env.Sender, "action", rcpts[0].Action.String(), "recipients", len(rcpts))
 	return true
 }
 
