@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,10 +31,13 @@ import (
 	"github.com/posthorn/posthorn/internal/config"
 	"github.com/posthorn/posthorn/internal/deliver"
 	"github.com/posthorn/posthorn/internal/deliver/maildir"
+	"github.com/posthorn/posthorn/internal/deliver/remote"
+	"github.com/posthorn/posthorn/internal/dnsx"
 	"github.com/posthorn/posthorn/internal/envelope"
 	"github.com/posthorn/posthorn/internal/policy"
 	"github.com/posthorn/posthorn/internal/queue"
 	"github.com/posthorn/posthorn/internal/safeio"
+	"github.com/posthorn/posthorn/internal/smtpclient"
 	"github.com/posthorn/posthorn/internal/smtpserver"
 	"github.com/posthorn/posthorn/internal/spool"
 )
@@ -182,10 +186,31 @@ func (c *components) serve() error {
 	if err := safeio.MkdirAll(mailRoot, 0o700); err != nil {
 		return err
 	}
+	// Listen first: the remote deliverer must know our own addresses to
+	// recognise an MX that points back at us.
+	var ls []net.Listener
+	closeListeners := func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}
+	for _, addr := range cfg.SMTP.Listen {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeListeners()
+			return err
+		}
+		ls = append(ls, l)
+	}
+	remoteDeliverer := c.newRemote(ls)
+	defer remoteDeliverer.Close()
 	syncer := safeio.NewDirSyncer()
 	q := queue.New(queue.Options{
-		Spool:          sp,
-		Deliverer:      &deliver.Router{Local: maildir.New(maildir.Options{Root: mailRoot, Hostname: cfg.Hostname, Syncer: syncer})},
+		Spool: sp,
+		Deliverer: &deliver.Router{
+			Local:  maildir.New(maildir.Options{Root: mailRoot, Hostname: cfg.Hostname, Syncer: syncer}),
+			Remote: remoteDeliverer,
+		},
 		Workers:        cfg.Queue.Workers,
 		RetryIntervals: durations(cfg.Queue.RetryIntervals),
 		MaxLifetime:    cfg.Queue.MaxLifetime.D(),
@@ -201,6 +226,7 @@ func (c *components) serve() error {
 		},
 	})
 	if err := q.Start(); err != nil {
+		closeListeners()
 		return err
 	}
 	if ctl, err := serveControl(dataDir, q, c.log); err != nil {
@@ -232,18 +258,6 @@ func (c *components) serve() error {
 		}),
 		Logger: c.log,
 	})
-	var ls []net.Listener
-	for _, addr := range cfg.SMTP.Listen {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, l := range ls {
-				l.Close()
-			}
-			q.Stop()
-			return err
-		}
-		ls = append(ls, l)
-	}
 	domains := make([]string, 0, len(cfg.Domains))
 	for d := range cfg.Domains {
 		domains = append(domains, d)
@@ -347,4 +361,32 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// newRemote builds the deliverer for remote recipients from [delivery] and
+// [dns].
+func (c *components) newRemote(ls []net.Listener) *remote.Remote {
+	cfg := c.cfg
+	var own []netip.AddrPort
+	for _, l := range ls {
+		if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil {
+			own = append(own, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		}
+	}
+	var sh *remote.Smarthost
+	if h := cfg.Delivery.Smarthost; h.Host != "" {
+		sh = &remote.Smarthost{Host: h.Host, Port: h.Port, TLS: h.TLS, Username: h.Username, Password: h.Password}
+	}
+	return remote.New(remote.Options{
+		Hostname:         cfg.HeloName(),
+		Resolver:         dnsx.New(dnsx.Options{Servers: cfg.DNS.Servers, Timeout: cfg.DNS.Timeout.D()}),
+		Port:             cfg.Delivery.Port,
+		TLSFallbackPlain: cfg.Delivery.TLSFallbackPlain,
+		Smarthost:        sh,
+		MaxConnections:   cfg.Delivery.MaxConnections,
+		MaxPerHost:       cfg.Delivery.MaxConnectionsPerHost,
+		OwnAddrs:         own,
+		Timeouts:         smtpclient.Timeouts{Connect: cfg.Delivery.ConnectTimeout.D()},
+		Logger:           c.log,
+	})
 }
