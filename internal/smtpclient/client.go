@@ -160,6 +160,12 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		return nil, fmt.Errorf("smtpclient: connect to %s: %w", addr, err)
 	}
 	c := &Conn{opts: opts, to: to, raw: nc, conn: nc}
+	// A dialer may hand back a connection that is TLS from the first byte
+	// (implicit TLS, RFC 8314 3.3): it counts as TLS for RequireTLS and
+	// AUTH, and STARTTLS is not tried over it.
+	if _, ok := nc.(*tls.Conn); ok {
+		c.tls = true
+	}
 	c.br = bufio.NewReaderSize(nc, 4096)
 	c.bw = bufio.NewWriterSize(deadlineWriter{c}, 32<<10)
 	defer c.begin(ctx)()
@@ -183,7 +189,7 @@ func (c *Conn) setup(addr string) error {
 	if err := c.hello(); err != nil {
 		return err
 	}
-	if _, offered := c.ext["STARTTLS"]; offered && c.opts.TLSConfig != nil {
+	if _, offered := c.ext["STARTTLS"]; offered && c.opts.TLSConfig != nil && !c.tls {
 		if err := c.startTLS(addr); err != nil {
 			return err
 		}

@@ -441,3 +441,23 @@ func TestPerHostLimit(t *testing.T) {
 	out = r.Deliver(deliverCtx(t), request(testEnv("x@a.test")))
 	wantStatus(t, "after release", out[0], envelope.Delivered, 0, "")
 }
+
+// TestSmarthostImplicitTLSWithAuth: over implicit TLS (port 465 style) the
+// password may go out at once, with no STARTTLS.
+func TestSmarthostImplicitTLSWithAuth(t *testing.T) {
+	w := newWorld(t, "127.0.0.3")
+	cred := base64.StdEncoding.EncodeToString([]byte("\x00relayuser\x00s3cret"))
+	f := fakeServer(t, w, "127.0.0.3", script{implicit: serverTLS(t), authPlain: cred})
+	r := newRemote(t, w.port, &dnsx.Mock{}, func(o *Options) {
+		o.Smarthost = &Smarthost{Host: "127.0.0.3", Port: w.port, TLS: TLSImplicit, Username: "relayuser", Password: "s3cret"}
+		o.SmarthostTLSConfig = &tls.Config{InsecureSkipVerify: true}
+	})
+	out := r.Deliver(deliverCtx(t), request(testEnv("x@far.test")))
+	wantStatus(t, "x", out[0], envelope.Delivered, 0, "")
+	if got := f.saw("AUTH"); len(got) != 1 || got[0] != "AUTH PLAIN "+cred {
+		t.Errorf("AUTH lines %q", got)
+	}
+	if got := f.saw("STARTTLS"); len(got) != 0 {
+		t.Errorf("STARTTLS sent inside implicit TLS: %q", got)
+	}
+}
