@@ -211,3 +211,29 @@ servers = [%q]
 		t.Errorf("%d messages accepted over SMTP, want 1: a delivery to ourselves?", n)
 	}
 }
+
+// TestRelayNullMX: a domain that publishes a null MX (RFC 7505) takes no
+// mail: the recipient fails at once (5.1.10) and the sender gets a bounce,
+// without any connection attempt or retry.
+func TestRelayNullMX(t *testing.T) {
+	f := startFaultyMX(t, func(int) string { return "accept" })
+	dns := startDNS(t, "--mx-host=nullmx.example,.,0")
+	p := testutil.StartPosthorn(t, fmt.Sprintf(`hostname = "mx.example.com"
+[smtp]
+relay_from = ["127.0.0.0/8"]
+[domains."example.com"]
+users = ["alice"]
+[delivery]
+port = %d
+[dns]
+servers = [%q]
+`, f.port(), dns))
+	sendMail(t, p.Addr, "alice@example.com", []string{"anyone@nullmx.example"}, crlf("Subject: null mx", "", "body"))
+	testutil.WaitMaildir(t, p.DataDir, "example.com", "alice", 1, deliveryTimeout)
+	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)
+	got := testutil.ReadMaildir(t, p.DataDir, "example.com", "alice")
+	checkBounce(t, got[0], "anyone@nullmx.example", "5.1.10", "null mx")
+	if n := len(f.bodies()); n != 0 {
+		t.Errorf("%d messages reached a server", n)
+	}
+}
