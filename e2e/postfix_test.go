@@ -516,10 +516,10 @@ servers = [%q]
 		t.Fatalf("dave has %d messages, want 1", len(got))
 	}
 	m := got[0]
-	// virtual(8) writes Return-Path and Delivered-To above the message it
-	// received.
-	if !strings.HasPrefix(m, "Return-Path: <alice@example.com>\nDelivered-To: dave@example.org\n") {
-		t.Errorf("delivered message does not start with Return-Path <alice@example.com> and Delivered-To:\n%s", m)
+	// virtual(8) writes Return-Path, X-Original-To and Delivered-To above
+	// the message it received.
+	if want := "Return-Path: <alice@example.com>\nX-Original-To: dave@example.org\nDelivered-To: dave@example.org\nReceived: "; !strings.HasPrefix(m, want) {
+		t.Errorf("delivered message does not start with %q:\n%s", want, m)
 	}
 	if !strings.HasSuffix(m, "\n"+lf(msg...)) {
 		t.Errorf("message not delivered intact; want it to end with\n%s\ngot:\n%s", lf(msg...), m)
@@ -565,10 +565,17 @@ servers = [%q]
 		strings.Contains(bounces[0], "Final-Recipient: rfc822; dave@example.org") {
 		t.Errorf("bounce reports dave, who was accepted:\n%s", bounces[0])
 	}
-	if got := pf.readMaildir(t, "example.org", "dave"); len(got) != 2 {
-		t.Errorf("dave has %d messages, want 2", len(got))
-	} else if !strings.HasSuffix(got[1], "Subject: partly refused\n\nbody\n") && !strings.HasSuffix(got[0], "Subject: partly refused\n\nbody\n") {
-		t.Errorf("dave lacks the second message:\n%s\n---\n%s", got[0], got[1])
+	// This message lacks Date and Message-ID, which Postfix adds for a
+	// loopback client (local_header_rewrite_clients): look for the rest.
+	second := 0
+	got = pf.readMaildir(t, "example.org", "dave")
+	for _, m := range got {
+		if strings.Contains(m, "\nSubject: partly refused\n") && strings.HasSuffix(m, "\n\nbody\n") {
+			second++
+		}
+	}
+	if len(got) != 2 || second != 1 {
+		t.Errorf("dave has %d messages, %d of them the second one; want 2 and 1:\n%s", len(got), second, strings.Join(got, "\n---\n"))
 	}
 	t.Logf("test body done after %v", time.Since(start).Round(time.Millisecond))
 }

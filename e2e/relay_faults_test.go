@@ -237,3 +237,34 @@ servers = [%q]
 		t.Errorf("%d messages reached a server", n)
 	}
 }
+
+// TestRelayMXFallback: the preferred MX (127.0.0.2, where nothing listens)
+// refuses the connection, so the next MX gets the mail; a domain without MX
+// records gets it at its own address (RFC 5321 5.1 implicit MX).
+func TestRelayMXFallback(t *testing.T) {
+	f := startFaultyMX(t, func(int) string { return "accept" })
+	dns := startDNS(t,
+		"--mx-host=example.net,mx1.example.net,10", "--host-record=mx1.example.net,127.0.0.2",
+		"--mx-host=example.net,mx2.example.net,20", "--host-record=mx2.example.net,127.0.0.1",
+		"--host-record=nomx.example,127.0.0.1")
+	p := testutil.StartPosthorn(t, fmt.Sprintf(`hostname = "mx.example.com"
+[smtp]
+relay_from = ["127.0.0.0/8"]
+[domains."example.com"]
+users = ["alice"]
+[delivery]
+port = %d
+[dns]
+servers = [%q]
+`, f.port(), dns))
+	sendMail(t, p.Addr, "alice@example.com", []string{"dave@example.net"}, crlf("Subject: via backup", "", "body"))
+	sendMail(t, p.Addr, "alice@example.com", []string{"erin@nomx.example"}, crlf("Subject: via A", "", "body"))
+	got := waitBodies(t, f, 2)
+	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)
+	joined := strings.Join(got, "\n")
+	for _, want := range []string{"Subject: via backup", "Subject: via A"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("the remote did not get %q", want)
+		}
+	}
+}
