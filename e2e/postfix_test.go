@@ -156,7 +156,9 @@ func startPostfix(t *testing.T, hostname, extraMainCF string) *postfixInstance {
 	}
 	chownTo(t, filepath.Join(pf.Dir, "data"), postfixUser)
 	chownTo(t, filepath.Join(pf.Dir, "mail"), nobody)
+	t1 := time.Now()
 	writePostfixCert(t, pf.Conf, hostname)
+	t.Logf("TIMING cert %v", time.Since(t1))
 
 	mainCF := postfixMainCF + `smtpd_tls_security_level = may
 smtpd_tls_cert_file = {{dir}}/conf/cert.pem
@@ -167,7 +169,9 @@ smtpd_tls_key_file = {{dir}}/conf/key.pem
 	if err := os.WriteFile(filepath.Join(pf.Conf, "main.cf"), []byte(mainCF), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t0 := time.Now()
 	allowPostfixConfigDir(t, postconf, pf.Conf)
+	t.Logf("TIMING altdir %v", time.Since(t0))
 
 	// The free port may be taken before master binds it; then `postfix
 	// start` fails (master -w reports the bind error) and we try another.
@@ -178,7 +182,9 @@ smtpd_tls_key_file = {{dir}}/conf/key.pem
 		if err := os.WriteFile(filepath.Join(pf.Conf, "master.cf"), []byte(master), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		t0 := time.Now()
 		out, code := runTool(t, pf.postfix, "-c", pf.Conf, "start")
+		t.Logf("TIMING postfix start %v", time.Since(t0))
 		if code == 0 {
 			t.Cleanup(func() { pf.stop(t) })
 			break
@@ -193,7 +199,7 @@ smtpd_tls_key_file = {{dir}}/conf/key.pem
 		c, err := net.DialTimeout("tcp", pf.Addr, time.Second)
 		if err == nil {
 			c.Close()
-			return pf
+			t.Logf("TIMING ready %v", time.Since(t0)); return pf
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("postfix not listening on %s:\n%s", pf.Addr, pf.maillog())

@@ -246,7 +246,7 @@ func TestRelayMXFallback(t *testing.T) {
 	dns := startDNS(t,
 		"--mx-host=example.net,mx1.example.net,10", "--host-record=mx1.example.net,127.0.0.2",
 		"--mx-host=example.net,mx2.example.net,20", "--host-record=mx2.example.net,127.0.0.1",
-		"--host-record=nomx.example,127.0.0.1")
+		"--host-record=nomx.example,127.0.0.1", "--local=/nomx.example/") // --local: NODATA for its MX, not REFUSED
 	p := testutil.StartPosthorn(t, fmt.Sprintf(`hostname = "mx.example.com"
 [smtp]
 relay_from = ["127.0.0.0/8"]

@@ -12,7 +12,14 @@
 // With -watch DIR it then polls DIR (a Maildir new/ directory) until the
 // number of files grew by the number of accepted messages and also reports
 // delivered, delivered_seconds and delivered_per_sec, timed from the moment
-// the first client started.
+// the first client started. -watch-sink FILE does the same with the message
+// counter of Postfix's smtp-sink: FILE is the output of "smtp-sink -c", whose
+// last "mesg=N" is the number of messages the sink has received (the relay
+// benchmark, bench/relay).
+//
+// -to-users K spreads the messages over K recipients of the -to domain:
+// message i goes to user(i mod K)@domain, so a relay sees many messages for
+// one destination but not all for the same mailbox.
 //
 // Idle mode (-idle N): open N connections, read the greeting, send EHLO, read
 // the reply and keep the connections open. When done it prints a JSON line
@@ -61,6 +68,8 @@ type config struct {
 	watch        string
 	watchTimeout time.Duration
 	watchEvery   time.Duration
+	watchSink    string
+	toUsers      int
 }
 
 func main() {
@@ -82,7 +91,9 @@ func main() {
 	flag.BoolVar(&cfg.probe, "probe", false, "probe mode: greeting+EHLO+QUIT once, exit 0 on success")
 	flag.StringVar(&cfg.watch, "watch", "", "after the load, wait until this directory holds accepted more files than at start")
 	flag.DurationVar(&cfg.watchTimeout, "watch-timeout", 5*time.Minute, "give up waiting for deliveries after this long (measured from the end of the load)")
-	flag.DurationVar(&cfg.watchEvery, "watch-every", 10*time.Millisecond, "poll interval for -watch")
+	flag.DurationVar(&cfg.watchEvery, "watch-every", 10*time.Millisecond, "poll interval for -watch and -watch-sink")
+	flag.StringVar(&cfg.watchSink, "watch-sink", "", "after the load, wait until the smtp-sink counter in this file (output of smtp-sink -c) grew by accepted")
+	flag.IntVar(&cfg.toUsers, "to-users", 0, "send message i to user(i mod K)@<domain of -to> instead of -to (0: always -to)")
 	flag.Parse()
 
 	var err error
@@ -97,8 +108,14 @@ func main() {
 	case cfg.idle > 0:
 		os.Exit(runIdle(&cfg))
 	default:
-		if cfg.c < 1 || cfg.n < 0 || cfg.size < 256 {
-			fatalf("need -c >= 1, -n >= 0, -size >= 256")
+		if cfg.c < 1 || cfg.n < 0 || cfg.size < 256 || cfg.toUsers < 0 {
+			fatalf("need -c >= 1, -n >= 0, -size >= 256, -to-users >= 0")
+		}
+		if cfg.watch != "" && cfg.watchSink != "" {
+			fatalf("-watch and -watch-sink exclude each other")
+		}
+		if cfg.toUsers > 0 && !strings.Contains(cfg.to, "@") {
+			fatalf("-to-users needs -to with a domain")
 		}
 		os.Exit(runLoad(&cfg))
 	}
@@ -317,7 +334,7 @@ func (c *conn) send(cfg *config, m *message, seq int64) error {
 	if err := c.cmd("MAIL FROM:<"+cfg.from+">", 250); err != nil {
 		return err
 	}
-	if err := c.cmd("RCPT TO:<"+cfg.to+">", 250, 251); err != nil {
+	if err := c.cmd("RCPT TO:<"+rcptFor(cfg, seq)+">", 250, 251); err != nil {
 		return err
 	}
 	if err := c.cmd("DATA", 354); err != nil {
@@ -331,6 +348,15 @@ func (c *conn) send(cfg *config, m *message, seq int64) error {
 		return err
 	}
 	return c.expect("end of data", 250)
+}
+
+// rcptFor is the envelope recipient of message seq (see -to-users).
+func rcptFor(cfg *config, seq int64) string {
+	if cfg.toUsers <= 0 {
+		return cfg.to
+	}
+	_, domain, _ := strings.Cut(cfg.to, "@")
+	return "user" + strconv.FormatInt(seq%int64(cfg.toUsers), 10) + "@" + domain
 }
 
 type loadResult struct {
@@ -350,6 +376,7 @@ type loadResult struct {
 	Errors           []string `json:"errors,omitempty"`
 	StartUnixNano    int64    `json:"start_unix_ns"`
 	Watch            string   `json:"watch,omitempty"`
+	WatchSink        string   `json:"watch_sink,omitempty"`
 	Delivered        int64    `json:"delivered,omitempty"`
 	DeliveredSeconds float64  `json:"delivered_seconds,omitempty"`
 	DeliveredPerSec  float64  `json:"delivered_per_sec,omitempty"`
@@ -406,12 +433,68 @@ func countDir(dir string) (int64, error) {
 	return n, nil
 }
 
+// sinkCount returns the last message counter ("mesg=N") that smtp-sink -c
+// wrote to file. smtp-sink rewrites its counter line in place with a
+// carriage return after every session end, QUIT and end of data, so the
+// file only grows and its tail holds the latest value.
+func sinkCount(file string) (int64, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	const tail = 512
+	off := st.Size() - tail
+	if off < 0 {
+		off = 0
+	}
+	buf := make([]byte, tail)
+	n, err := f.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	s := string(buf[:n])
+	i := strings.LastIndex(s, "mesg=")
+	if i < 0 {
+		return 0, nil // nothing received yet
+	}
+	digits := s[i+len("mesg="):]
+	j := 0
+	for j < len(digits) && digits[j] >= '0' && digits[j] <= '9' {
+		j++
+	}
+	if j == 0 || j == len(digits) {
+		// A counter cut at the end of the file is still being written:
+		// the one before it is complete.
+		k := strings.LastIndex(s[:i], "mesg=")
+		if k < 0 {
+			return 0, nil
+		}
+		digits = s[k+len("mesg="):]
+		for j = 0; j < len(digits) && digits[j] >= '0' && digits[j] <= '9'; j++ {
+		}
+	}
+	return strconv.ParseInt(digits[:j], 10, 64)
+}
+
 func runLoad(cfg *config) int {
 	msg := newMessage(cfg)
 	var baseline int64
-	if cfg.watch != "" {
+	// count is what -watch or -watch-sink polls.
+	var count func() (int64, error)
+	switch {
+	case cfg.watch != "":
+		count = func() (int64, error) { return countDir(cfg.watch) }
+	case cfg.watchSink != "":
+		count = func() (int64, error) { return sinkCount(cfg.watchSink) }
+	}
+	if count != nil {
 		var err error
-		if baseline, err = countDir(cfg.watch); err != nil {
+		if baseline, err = count(); err != nil {
 			fatalf("watch: %v", err)
 		}
 	}
@@ -524,13 +607,14 @@ func runLoad(cfg *config) int {
 		res.Errors = append(res.Errors, fmt.Sprintf("... and %d more errors", elog.more))
 	}
 
-	if cfg.watch != "" {
+	if count != nil {
 		res.Watch = cfg.watch
+		res.WatchSink = cfg.watchSink
 		want := baseline + res.Accepted
 		giveUp := time.Now().Add(cfg.watchTimeout)
 		var got int64
 		for {
-			n, err := countDir(cfg.watch)
+			n, err := count()
 			if err != nil {
 				fatalf("watch: %v", err)
 			}
