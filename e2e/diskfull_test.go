@@ -64,10 +64,11 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal("no message fitted at all: the tmpfs is too small for the test")
 	}
 	// Nothing half-written: no spool leftovers, no files in Maildir tmp/.
-	for _, dir := range []string{"spool/tmp", "mail/example.com/alice/tmp"} {
-		if ents, err := os.ReadDir(filepath.Join(p.DataDir, dir)); err != nil || len(ents) != 0 {
-			t.Errorf("%s holds %d entries (err %v) after the disk filled up", dir, len(ents), err)
-		}
+	if left := testutil.SpoolEntries(t, p.DataDir, "tmp"); len(left) != 0 {
+		t.Errorf("spool tmp/ holds %v after the disk filled up", left)
+	}
+	if ents, err := os.ReadDir(filepath.Join(p.DataDir, "mail/example.com/alice/tmp")); err != nil || len(ents) != 0 {
+		t.Errorf("Maildir tmp/ holds %d entries (err %v) after the disk filled up", len(ents), err)
 	}
 	// What got 250 is delivered whole, or queued whole for a retry (the
 	// spool had room for it, the mailbox did not).

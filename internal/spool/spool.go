@@ -41,7 +41,21 @@ type Spool struct {
 	queueDir string
 	syncer   *safeio.DirSyncer
 	seq      atomic.Uint32
+
+	// Files are recycled rather than created and unlinked for every
+	// message: a removed message's file is truncated and parked in tmp/
+	// for the next message that needs one. Allocating inodes under a churn
+	// of deletions is slow on ext4 (find_inode_bit skips recently deleted
+	// inodes), and a relay would otherwise pay it on every message.
+	recycle  bool
+	poolMu   sync.Mutex
+	pool     []string // names of empty files in tmp/, free for reuse
+	poolSeq  atomic.Uint64
+	poolName string // prefix of this process's pool file names
 }
+
+// poolMax bounds the parked files (and so the inodes kept in reserve).
+const poolMax = 512
 
 // OpenReadOnly opens an existing spool for inspection, as the queue
 // commands do while a server runs: it creates nothing and cleans nothing
@@ -68,12 +82,19 @@ func Open(dir string) (*Spool, error) {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
+	var b [4]byte
+	rand.Read(b[:])
+	s.seq.Store(binary.BigEndian.Uint32(b[:]))
+	s.recycle = true
+	s.poolName = fmt.Sprintf("p%08X", binary.BigEndian.Uint32(b[:]))
 	ents, err := os.ReadDir(s.tmpDir)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	for _, e := range ents {
-		os.Remove(filepath.Join(s.tmpDir, e.Name()))
+		// What was being received was never acknowledged: its content
+		// goes, its file joins the pool.
+		s.park(e.Name())
 	}
 	ents, err = os.ReadDir(s.queueDir)
 	if err != nil {
@@ -89,10 +110,53 @@ func Open(dir string) (*Spool, error) {
 			os.Remove(filepath.Join(s.queueDir, n))
 		}
 	}
-	var b [4]byte
-	rand.Read(b[:])
-	s.seq.Store(binary.BigEndian.Uint32(b[:]))
 	return s, nil
+}
+
+// park empties the file tmp/name and keeps it for reuse, or removes it
+// when the pool is full.
+func (s *Spool) park(name string) {
+	path := filepath.Join(s.tmpDir, name)
+	s.poolMu.Lock()
+	full := len(s.pool) >= poolMax
+	s.poolMu.Unlock()
+	if full || !s.recycle || os.Truncate(path, 0) != nil {
+		os.Remove(path)
+		return
+	}
+	s.poolMu.Lock()
+	s.pool = append(s.pool, name)
+	s.poolMu.Unlock()
+}
+
+// openFile opens an empty file in tmp/ for a message: a parked one when
+// there is one, else a new one. It returns the file and its name.
+func (s *Spool) openFile() (*os.File, string, error) {
+	for {
+		s.poolMu.Lock()
+		name := ""
+		if n := len(s.pool); n > 0 {
+			name = s.pool[n-1]
+			s.pool = s.pool[:n-1]
+		}
+		s.poolMu.Unlock()
+		if name == "" {
+			break
+		}
+		f, err := os.OpenFile(filepath.Join(s.tmpDir, name), os.O_RDWR|os.O_TRUNC, 0o600)
+		if err == nil {
+			return f, name, nil
+		}
+		// Gone meanwhile (an operator cleaning tmp/): try the next one.
+	}
+	for {
+		name := fmt.Sprintf("%s%012X", s.poolName, s.poolSeq.Add(1))
+		f, err := os.OpenFile(filepath.Join(s.tmpDir, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		return f, name, err
+	}
 }
 
 // newID returns a queue ID: the time in microseconds and a sequence number,
@@ -122,8 +186,9 @@ type Writer struct {
 	bw   *bufio.Writer
 	err  error
 	done bool
-	off  int64 // where the message starts, after the envelope line
-	n    int64 // bytes written (envelope line included)
+	off  int64  // where the message starts, after the envelope line
+	n    int64  // bytes written (envelope line included)
+	tmp  string // the file's name in tmp/ once spilled
 }
 
 // MemLimit is the size up to which a message being received is kept in
@@ -155,11 +220,11 @@ func (s *Spool) Create(env *envelope.Envelope) (*Writer, error) {
 
 // spill moves the message from memory into its file in tmp/.
 func (w *Writer) spill() error {
-	f, err := os.OpenFile(filepath.Join(w.s.tmpDir, w.env.ID), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, name, err := w.s.openFile()
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	w.f = f
+	w.f, w.tmp = f, name
 	w.bw = bufio.NewWriterSize(f, 32<<10)
 	_, err = w.bw.Write(*w.buf)
 	w.release()
@@ -249,14 +314,14 @@ func (w *Writer) Commit() error {
 		err = cerr
 	}
 	w.done = true
-	tmp := filepath.Join(w.s.tmpDir, w.env.ID)
+	tmp := filepath.Join(w.s.tmpDir, w.tmp)
 	if err == nil {
 		// Never over an existing message: IDs are unique unless the clock
 		// steps back, and then a refusal beats losing the older message.
 		err = renameNoReplace(tmp, filepath.Join(w.s.queueDir, w.env.ID))
 	}
 	if err != nil {
-		os.Remove(tmp)
+		w.s.park(w.tmp)
 		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
 	}
 	if err := w.s.syncer.Sync(w.s.queueDir); err != nil {
@@ -277,7 +342,7 @@ func (w *Writer) Abort() {
 	w.release()
 	if w.f != nil {
 		w.f.Close()
-		os.Remove(filepath.Join(w.s.tmpDir, w.env.ID))
+		w.s.park(w.tmp)
 	}
 }
 
@@ -425,7 +490,19 @@ func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return ErrNotFound
 	}
-	if err := os.Remove(filepath.Join(s.queueDir, id)); err != nil {
+	path := filepath.Join(s.queueDir, id)
+	var err error
+	if s.recycle {
+		// The file goes back to the pool: renamed into tmp/ (where a crash
+		// leaves only garbage) and emptied there.
+		name := fmt.Sprintf("%s%012X", s.poolName, s.poolSeq.Add(1))
+		if err = os.Rename(path, filepath.Join(s.tmpDir, name)); err == nil {
+			s.park(name)
+		}
+	} else {
+		err = os.Remove(path)
+	}
+	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return ErrNotFound
 		}

@@ -108,7 +108,7 @@ func TestCommitThenOpen(t *testing.T) {
 	if err := w.Commit(); err == nil {
 		t.Error("second Commit succeeded")
 	}
-	if n := dirNames(t, filepath.Join(dir, "tmp")); len(n) != 0 {
+	if n := contentIn(t, filepath.Join(dir, "tmp")); len(n) != 0 {
 		t.Errorf("tmp/ holds %v after commit", n)
 	}
 
@@ -167,7 +167,7 @@ func TestAbortLeavesNothing(t *testing.T) {
 		t.Error("Commit after Abort succeeded")
 	}
 	for _, sub := range []string{"tmp", "queue"} {
-		if n := dirNames(t, filepath.Join(dir, sub)); len(n) != 0 {
+		if n := leftovers(t, dir, sub); len(n) != 0 {
 			t.Errorf("%s/ holds %v after Abort", sub, n)
 		}
 	}
@@ -188,7 +188,7 @@ func TestUncommittedWriterCleanedOnOpen(t *testing.T) {
 		t.Fatalf("tmp/ holds %v while receiving, want one file", n)
 	}
 	s2 := openSpool(t, dir)
-	if n := dirNames(t, filepath.Join(dir, "tmp")); len(n) != 0 {
+	if n := contentIn(t, filepath.Join(dir, "tmp")); len(n) != 0 {
 		t.Errorf("tmp/ holds %v after reopening", n)
 	}
 	if ids, _ := s2.List(); len(ids) != 0 {
@@ -452,7 +452,7 @@ func TestCommitFailureClosedFile(t *testing.T) {
 		t.Fatal("Commit of a closed file succeeded")
 	}
 	for _, sub := range []string{"tmp", "queue"} {
-		if n := dirNames(t, filepath.Join(dir, sub)); len(n) != 0 {
+		if n := leftovers(t, dir, sub); len(n) != 0 {
 			t.Errorf("%s/ holds %v after a failed commit", sub, n)
 		}
 	}
@@ -477,7 +477,7 @@ func TestCommitFailureRenameBlocked(t *testing.T) {
 	if err := w.Commit(); err == nil {
 		t.Fatal("Commit onto a directory succeeded")
 	}
-	if n := dirNames(t, filepath.Join(dir, "tmp")); len(n) != 0 {
+	if n := contentIn(t, filepath.Join(dir, "tmp")); len(n) != 0 {
 		t.Errorf("tmp/ holds %v after a failed commit", n)
 	}
 	if fi, err := os.Stat(blocker); err != nil || !fi.IsDir() {
@@ -576,7 +576,7 @@ func TestSmallMessageStaysInMemory(t *testing.T) {
 	}
 	msg := []byte("Subject: small\r\n\r\nbody\r\n")
 	w.Write(msg)
-	if n := dirNames(t, filepath.Join(dir, "tmp")); len(n) != 0 {
+	if n := contentIn(t, filepath.Join(dir, "tmp")); len(n) != 0 {
 		t.Fatalf("tmp/ holds %v for a small message", n)
 	}
 	body, err := w.Content()
@@ -589,8 +589,81 @@ func TestSmallMessageStaysInMemory(t *testing.T) {
 	}
 	w.Abort()
 	for _, sub := range []string{"tmp", "queue"} {
-		if n := dirNames(t, filepath.Join(dir, sub)); len(n) != 0 {
+		if n := leftovers(t, dir, sub); len(n) != 0 {
 			t.Errorf("%s/ holds %v after Abort", sub, n)
 		}
+	}
+}
+
+// contentIn lists the files in dir that hold data: the spool parks emptied
+// files in tmp/ for reuse, and those are no leftovers.
+func contentIn(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	for _, n := range dirNames(t, dir) {
+		fi, err := os.Stat(filepath.Join(dir, n))
+		if err != nil || fi.Size() > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// leftovers is contentIn for tmp/ and every name for the other folders.
+func leftovers(t *testing.T, dir, sub string) []string {
+	t.Helper()
+	if sub == "tmp" {
+		return contentIn(t, filepath.Join(dir, sub))
+	}
+	return dirNames(t, filepath.Join(dir, sub))
+}
+
+// TestFilesAreRecycled: a removed message's file is emptied and reused for
+// the next message instead of a new inode (see Spool.recycle).
+func TestFilesAreRecycled(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpool(t, dir)
+	w, err := s.Create(testEnvelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Subject: one\r\n\r\nbody\r\n"))
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	id1 := w.env.ID
+	fi1, err := os.Stat(filepath.Join(dir, "queue", id1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(id1); err != nil {
+		t.Fatal(err)
+	}
+	if n := contentIn(t, filepath.Join(dir, "tmp")); len(n) != 0 {
+		t.Errorf("removed message content left in tmp/: %v", n)
+	}
+	w2, err := s.Create(testEnvelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2.Write([]byte("Subject: two\r\n\r\nbody\r\n"))
+	if err := w2.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	fi2, err := os.Stat(filepath.Join(dir, "queue", w2.env.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(fi1, fi2) {
+		t.Error("the second message got a new file, not the recycled one")
+	}
+	m, err := s.Open(w2.env.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	body, _ := io.ReadAll(m.Body())
+	if string(body) != "Subject: two\r\n\r\nbody\r\n" {
+		t.Errorf("recycled file holds %q", body)
 	}
 }

@@ -86,9 +86,11 @@ func WaitMaildir(t testing.TB, dataDir, domain, user string, n int, timeout time
 }
 
 // SpoolEntries lists the names in <dataDir>/spool/<sub> ("tmp" for messages
-// being received, "queue" for accepted ones not yet fully delivered). The
-// directory must exist (a running server has made it): were it renamed,
-// "no entries" would make every check of an empty spool pass unseen.
+// being received, "queue" for accepted ones not yet fully delivered). In
+// tmp/ only files holding data count: the spool parks emptied files there
+// for reuse. The directory must exist (a running server has made it): were
+// it renamed, "no entries" would make every check of an empty spool pass
+// unseen.
 func SpoolEntries(t testing.TB, dataDir, sub string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(dataDir, "spool", sub))
@@ -97,6 +99,11 @@ func SpoolEntries(t testing.TB, dataDir, sub string) []string {
 	}
 	var names []string
 	for _, e := range ents {
+		if sub == "tmp" {
+			if fi, err := e.Info(); err == nil && fi.Size() == 0 {
+				continue
+			}
+		}
 		names = append(names, e.Name())
 	}
 	return names
