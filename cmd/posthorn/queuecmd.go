@@ -60,53 +60,32 @@ func queueCommand(cfg *config.Config, args []string, stdout, stderr io.Writer) i
 		if len(args) == 2 {
 			req += " " + args[1]
 		}
-		out, err := controlRequest(dataDir, req)
-		if errors.Is(err, errNotRunning) {
-			fmt.Fprintln(stderr, "posthorn: no server is running; every queued message is tried when it starts")
-			return 1
-		} else if err != nil {
-			fmt.Fprintf(stderr, "posthorn: %v\n", err)
-			return 1
-		}
-		fmt.Fprintln(stdout, out)
-		return 0
+		return act(dataDir, req, stdout, stderr, func() (string, error) {
+			return "", errors.New("no server is running; every queued message is tried when it starts")
+		})
 	case "delete":
 		id, ok := needID()
 		if !ok {
 			return 2
 		}
-		out, err := controlRequest(dataDir, "DELETE "+id)
-		if errors.Is(err, errNotRunning) {
-			s, oerr := spool.OpenReadOnly(spoolDir)
-			if oerr == nil {
-				oerr = s.Remove(id)
+		return act(dataDir, "DELETE "+id, stdout, stderr, func() (string, error) {
+			s, err := spool.OpenReadOnly(spoolDir)
+			if err == nil {
+				err = s.Remove(id)
 			}
-			if oerr != nil {
-				fmt.Fprintf(stderr, "posthorn: %s: %v\n", id, oerr)
-				return 1
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", id, err)
 			}
-			out = id + " deleted"
-		} else if err != nil {
-			fmt.Fprintf(stderr, "posthorn: %v\n", err)
-			return 1
-		}
-		fmt.Fprintln(stdout, out)
-		return 0
+			return id + " deleted", nil
+		})
 	case "bounce":
 		id, ok := needID()
 		if !ok {
 			return 2
 		}
-		out, err := controlRequest(dataDir, "BOUNCE "+id)
-		if errors.Is(err, errNotRunning) {
-			fmt.Fprintln(stderr, "posthorn: queue bounce needs the running server (it queues the bounce)")
-			return 1
-		} else if err != nil {
-			fmt.Fprintf(stderr, "posthorn: %v\n", err)
-			return 1
-		}
-		fmt.Fprintln(stdout, out)
-		return 0
+		return act(dataDir, "BOUNCE "+id, stdout, stderr, func() (string, error) {
+			return "", errors.New("queue bounce needs the running server (it queues the bounce)")
+		})
 	}
 	fmt.Fprintf(stderr, "posthorn: unknown queue command %q\n%s", args[0], usage)
 	return 2
@@ -188,5 +167,20 @@ func queueShow(spoolDir, id string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "posthorn: %v\n", err)
 		return 1
 	}
+	return 0
+}
+
+// act sends req to the running server, or runs offline when none runs,
+// and prints the outcome.
+func act(dataDir, req string, stdout, stderr io.Writer, offline func() (string, error)) int {
+	out, err := controlRequest(dataDir, req)
+	if errors.Is(err, errNotRunning) {
+		out, err = offline()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "posthorn: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, out)
 	return 0
 }

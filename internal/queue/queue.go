@@ -485,11 +485,8 @@ func (q *Queue) RetryAll() (int, error) {
 	return len(ids), nil
 }
 
-// Delete removes a message from the queue without delivering it further
-// and without a bounce. A message being delivered right now is removed
-// when that attempt ends (what it delivered stays delivered).
-func (q *Queue) Delete(id string) error {
-	q.mu.Lock()
+// unscheduleLocked takes id off the timers and the ready list (q.mu held).
+func (q *Queue) unscheduleLocked(id string) {
 	if t, ok := q.timers[id]; ok {
 		t.Stop()
 		delete(q.timers, id)
@@ -504,6 +501,14 @@ func (q *Queue) Delete(id string) error {
 		}
 		q.ready = kept
 	}
+}
+
+// Delete removes a message from the queue without delivering it further
+// and without a bounce. A message being delivered right now is removed
+// when that attempt ends (what it delivered stays delivered).
+func (q *Queue) Delete(id string) error {
+	q.mu.Lock()
+	q.unscheduleLocked(id)
 	if q.inflight[id] {
 		q.deleted[id] = true
 		q.mu.Unlock()
@@ -638,20 +643,7 @@ func (q *Queue) Bounce(id string) error {
 		q.mu.Unlock()
 		return errors.New("queue: message is being delivered right now; try again")
 	}
-	if t, ok := q.timers[id]; ok {
-		t.Stop()
-		delete(q.timers, id)
-	}
-	if q.inReady[id] {
-		delete(q.inReady, id)
-		kept := q.ready[:0]
-		for _, it := range q.ready {
-			if it.id != id {
-				kept = append(kept, it)
-			}
-		}
-		q.ready = kept
-	}
+	q.unscheduleLocked(id)
 	q.inflight[id] = true // no worker may take it meanwhile
 	q.mu.Unlock()
 	defer q.done(id, time.Time{})
