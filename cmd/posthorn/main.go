@@ -378,8 +378,10 @@ func (c *components) newRemote(ls []net.Listener) *remote.Remote {
 		sh = &remote.Smarthost{Host: h.Host, Port: h.Port, TLS: h.TLS, Username: h.Username, Password: h.Password}
 	}
 	return remote.New(remote.Options{
-		Hostname:         cfg.HeloName(),
-		Resolver:         dnsx.New(dnsx.Options{Servers: cfg.DNS.Servers, Timeout: cfg.DNS.Timeout.D()}),
+		Hostname: cfg.HeloName(),
+		// Answers are kept for their TTL (at most 5 minutes): a relay asks
+		// the same MX and addresses for every message to a destination.
+		Resolver:         dnsx.New(dnsx.Options{Servers: cfg.DNS.Servers, Timeout: cfg.DNS.Timeout.D(), CacheMax: 5 * time.Minute}),
 		Port:             cfg.Delivery.Port,
 		TLSFallbackPlain: cfg.Delivery.TLSFallbackPlain,
 		Smarthost:        sh,

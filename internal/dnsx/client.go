@@ -53,6 +53,11 @@ type Options struct {
 	// lookup fails as Temporary. Zero means the resolv.conf value when
 	// Servers is empty, otherwise 2.
 	Attempts int
+	// CacheMax, when positive, keeps positive answers for their TTL, at
+	// most CacheMax: a relay asks the same MX and address records for
+	// every message to a destination. Failures and empty answers are not
+	// kept.
+	CacheMax time.Duration
 }
 
 // Client is the Resolver that queries name servers with
@@ -69,7 +74,25 @@ type Client struct {
 	// fails with it (as Temporary: the operator can fix the configuration
 	// and the queued mail is still delivered).
 	confErr error
+
+	cacheMax time.Duration
+	cacheMu  sync.Mutex
+	cache    map[cacheKey]cached
 }
+
+type cacheKey struct {
+	name  string
+	qtype uint16
+}
+
+type cached struct {
+	rrs     []dns.RR
+	expires time.Time
+}
+
+// cacheSize bounds the cache; when full it is emptied (simple, and a
+// relay's working set of destinations is far smaller).
+const cacheSize = 10000
 
 var _ Resolver = (*Client)(nil)
 
@@ -78,7 +101,7 @@ var _ Resolver = (*Client)(nil)
 // lookups all fail with the reason, so that a bad resolver configuration
 // delays mail instead of stopping the server.
 func New(opts Options) *Client {
-	c := &Client{timeout: opts.Timeout, attempts: opts.Attempts}
+	c := &Client{timeout: opts.Timeout, attempts: opts.Attempts, cacheMax: opts.CacheMax, cache: map[cacheKey]cached{}}
 	for _, s := range opts.Servers {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			s = net.JoinHostPort(s, "53")
@@ -217,6 +240,37 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 	if _, ok := dns.IsDomainName(target); !ok || target == "." || len(target) > 254 {
 		return nil, &Error{Name: name, Err: errBadName}
 	}
+	if c.cacheMax <= 0 {
+		return c.resolve(ctx, name, target, qtype)
+	}
+	key := cacheKey{target, qtype}
+	now := time.Now()
+	c.cacheMu.Lock()
+	e, ok := c.cache[key]
+	c.cacheMu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.rrs, nil
+	}
+	rrs, err := c.resolve(ctx, name, target, qtype)
+	if err == nil && len(rrs) > 0 {
+		ttl := c.cacheMax
+		for _, rr := range rrs {
+			ttl = min(ttl, time.Duration(rr.Header().Ttl)*time.Second)
+		}
+		if ttl > 0 {
+			c.cacheMu.Lock()
+			if len(c.cache) >= cacheSize {
+				clear(c.cache)
+			}
+			c.cache[key] = cached{rrs: rrs, expires: now.Add(ttl)}
+			c.cacheMu.Unlock()
+		}
+	}
+	return rrs, err
+}
+
+// resolve asks the servers for target's qtype records, following CNAMEs.
+func (c *Client) resolve(ctx context.Context, name, target string, qtype uint16) ([]dns.RR, error) {
 	for range maxCNAME {
 		r, err := c.exchange(ctx, target, qtype)
 		if err != nil {
