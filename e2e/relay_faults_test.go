@@ -107,7 +107,8 @@ func (f *faultyMX) bodies() []string {
 }
 
 // relayVia starts a relaying Posthorn whose DNS says example.net's MX is
-// 127.0.0.1, delivering to port (the faulty MX), retrying every 300 ms.
+// 127.0.0.1, delivering to port (the faulty MX), retrying every 300 ms;
+// extra goes into its [delivery] table.
 func relayVia(t *testing.T, port int, extra string) *testutil.Posthorn {
 	t.Helper()
 	dns := startDNS(t, "--mx-host=example.net,mx.example.net,10", "--host-record=mx.example.net,127.0.0.1")
@@ -120,9 +121,10 @@ users = ["alice"]
 retry_intervals = ["300ms"]
 [delivery]
 port = %d
+%s
 [dns]
 servers = [%q]
-%s`, port, dns, extra))
+`, port, extra, dns))
 }
 
 // waitBodies waits until the faulty MX accepted n messages.
@@ -266,5 +268,59 @@ servers = [%q]
 		if !strings.Contains(joined, want) {
 			t.Errorf("the remote did not get %q", want)
 		}
+	}
+}
+
+// TestRelaySilentRemote: the remote accepts the connection and never says a
+// word. After delivery.command_timeout the attempt is given up and retried;
+// the message stays queued, not lost, and goes out once the remote answers.
+func TestRelaySilentRemote(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	var mu sync.Mutex
+	var held []net.Conn
+	silent := true
+	f := &faultyMX{l: l, behave: func(int) string { return "accept" }}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			s := silent
+			if s {
+				held = append(held, c) // accepted, never answered
+			}
+			mu.Unlock()
+			if !s {
+				go f.serve(c)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	p := relayVia(t, port, "command_timeout = \"300ms\"\n")
+	sendMail(t, p.Addr, "alice@example.com", []string{"dave@example.net"}, crlf("Subject: anyone there", "", "body"))
+	p.WaitLog("delivery deferred", deliveryTimeout)
+	if left := testutil.SpoolEntries(t, p.DataDir, "queue"); len(left) == 0 {
+		t.Fatal("the message left the queue although the remote never answered")
+	}
+	mu.Lock()
+	silent = false
+	mu.Unlock()
+	got := waitBodies(t, f, 1)
+	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)
+	if !strings.Contains(got[0], "Subject: anyone there") {
+		t.Errorf("remote got %q", got[0])
 	}
 }

@@ -388,7 +388,10 @@ func (c *components) newRemote(ls []net.Listener) *remote.Remote {
 		MaxConnections:   cfg.Delivery.MaxConnections,
 		MaxPerHost:       cfg.Delivery.MaxConnectionsPerHost,
 		OwnAddrs:         own,
-		Timeouts:         smtpclient.Timeouts{Connect: cfg.Delivery.ConnectTimeout.D()},
-		Logger:           c.log,
+		Timeouts: smtpclient.Timeouts{
+			Connect: cfg.Delivery.ConnectTimeout.D(), Greeting: cfg.Delivery.CommandTimeout.D(),
+			Command: cfg.Delivery.CommandTimeout.D(), Mail: cfg.Delivery.CommandTimeout.D(), Rcpt: cfg.Delivery.CommandTimeout.D(),
+		},
+		Logger: c.log,
 	})
 }

@@ -142,6 +142,10 @@ type Delivery struct {
 	HeloName string `toml:"helo_name"`
 	// ConnectTimeout bounds the TCP connect to one destination address.
 	ConnectTimeout Duration `toml:"connect_timeout"`
+	// CommandTimeout bounds the wait for the greeting and for the reply to
+	// each command before the data (RFC 5321 4.5.3.2 sets 5 minutes); the
+	// data phase keeps the RFC's own limits.
+	CommandTimeout Duration `toml:"command_timeout"`
 	// MaxConnections caps concurrent outgoing connections in total.
 	MaxConnections int `toml:"max_connections"`
 	// MaxConnectionsPerHost caps concurrent connections to one destination
@@ -261,6 +265,7 @@ func Default() *Config {
 		Delivery: Delivery{
 			Port:                  25,
 			ConnectTimeout:        Duration(30 * time.Second),
+			CommandTimeout:        Duration(5 * time.Minute),
 			MaxConnections:        100,
 			MaxConnectionsPerHost: 10,
 			TLSFallbackPlain:      true,

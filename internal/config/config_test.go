@@ -197,6 +197,7 @@ func TestDefault(t *testing.T) {
 		Delivery: Delivery{
 			Port:                  25,
 			ConnectTimeout:        Duration(30 * time.Second),
+			CommandTimeout:        Duration(5 * time.Minute),
 			MaxConnections:        100,
 			MaxConnectionsPerHost: 10,
 			TLSFallbackPlain:      true,
@@ -343,6 +344,7 @@ users = ["root"]
 			Port:                  2525,
 			HeloName:              "out.example.com",
 			ConnectTimeout:        Duration(10 * time.Second),
+			CommandTimeout:        Duration(5 * time.Minute),
 			MaxConnections:        20,
 			MaxConnectionsPerHost: 20,
 			TLSFallbackPlain:      false,

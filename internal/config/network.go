@@ -177,6 +177,7 @@ func (c *Config) validateDelivery(v *validator) {
 		}
 	}
 	v.check(d.ConnectTimeout > 0, "delivery.connect_timeout", "must be positive, not %s", d.ConnectTimeout)
+	v.check(d.CommandTimeout > 0, "delivery.command_timeout", "must be positive, not %s", d.CommandTimeout)
 	v.check(d.MaxConnections >= 1, "delivery.max_connections", "must be at least 1, not %d", d.MaxConnections)
 	switch {
 	case d.MaxConnectionsPerHost < 1:

@@ -135,7 +135,7 @@ func TestDeliverySettings(t *testing.T) {
 		err   string
 	}{
 		{"", func(d Delivery) bool {
-			return d.Port == 25 && d.HeloName == "" && d.ConnectTimeout.D() == 30*time.Second &&
+			return d.Port == 25 && d.HeloName == "" && d.ConnectTimeout.D() == 30*time.Second && d.CommandTimeout.D() == 5*time.Minute &&
 				d.MaxConnections == 100 && d.MaxConnectionsPerHost == 10 && d.TLSFallbackPlain &&
 				d.DelayNotice.D() == 4*time.Hour && d.Smarthost == Smarthost{Port: 587, TLS: "required"}
 		}, ""},
@@ -152,6 +152,8 @@ func TestDeliverySettings(t *testing.T) {
 		{`connect_timeout = "1ms"`, func(d Delivery) bool { return d.ConnectTimeout.D() == time.Millisecond }, ""},
 		{`connect_timeout = "0s"`, nil, "t.toml:2: delivery.connect_timeout: must be positive, not 0s"},
 		{`connect_timeout = "-1s"`, nil, "delivery.connect_timeout: must be positive, not -1s"},
+		{`command_timeout = "2s"`, func(d Delivery) bool { return d.CommandTimeout.D() == 2*time.Second }, ""},
+		{`command_timeout = "0s"`, nil, "t.toml:2: delivery.command_timeout: must be positive, not 0s"},
 		{"max_connections = 1\nmax_connections_per_host = 1", func(d Delivery) bool {
 			return d.MaxConnections == 1 && d.MaxConnectionsPerHost == 1
 		}, ""},
