@@ -219,6 +219,10 @@ func (c *components) serve() error {
 		// same durability (fsynced before 250) with half the flushes.
 		DeliverOnReceipt: true,
 		DelayNotice:      cfg.Delivery.DelayNotice.D(),
+		// Intake waits up to 1 s while more messages are due or in delivery
+		// than there are workers (Postfix: in_flow_delay).
+		FlowBacklog: cfg.Queue.Workers,
+		FlowDelay:   time.Second,
 		Bounce: queue.BounceOptions{
 			ReportingMTA: cfg.Hostname,
 			Postmaster:   "postmaster@" + firstNonEmpty(postmasterDomain(cfg), cfg.Hostname),

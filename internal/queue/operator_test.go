@@ -107,3 +107,47 @@ func TestDeleteDuringDelivery(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestInFlowPacesIntake: with more messages in delivery than FlowBacklog,
+// a commit waits for an attempt to end (here the gated deliverer holds
+// them), but never longer than FlowDelay; without a backlog it does not wait.
+func TestInFlowPacesIntake(t *testing.T) {
+	g := &gated{started: make(chan string, 16), release: make(chan struct{})}
+	f := start(t, "", nil, func(o *queue.Options) {
+		o.Deliverer = g
+		o.Workers = 2
+		o.FlowBacklog = 1
+		o.FlowDelay = 300 * time.Millisecond
+		o.RetryIntervals = []time.Duration{time.Hour}
+	})
+	t0 := time.Now()
+	submit(t, f.q, remoteEnvelope("a@remote.example"))
+	if d := time.Since(t0); d > 200*time.Millisecond {
+		t.Errorf("first commit waited %v with an empty queue", d)
+	}
+	<-g.started
+	submit(t, f.q, remoteEnvelope("b@remote.example")) // backlog 1 in flight: not over the limit yet
+	<-g.started
+	t0 = time.Now()
+	submit(t, f.q, remoteEnvelope("c@remote.example")) // 2 in flight > 1: waits FlowDelay
+	d := time.Since(t0)
+	if d < 250*time.Millisecond || d > 2*time.Second {
+		t.Errorf("third commit waited %v, want about the 300ms FlowDelay", d)
+	}
+	// A delivery that ends lets a waiting commit through at once.
+	done := make(chan time.Duration)
+	go func() {
+		t1 := time.Now()
+		submit(t, f.q, remoteEnvelope("d@remote.example"))
+		done <- time.Since(t1)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(g.release)
+	if d := <-done; d > 250*time.Millisecond {
+		t.Errorf("commit waited %v although deliveries ended", d)
+	}
+}
+
+func remoteEnvelope(addr string) *envelope.Envelope {
+	return &envelope.Envelope{Sender: "bob@example.org", Received: time.Now(), Recipients: []envelope.Recipient{{Addr: addr}}}
+}

@@ -38,6 +38,10 @@ type Options struct {
 	// DelayNotice is how long a recipient may stay pending before the
 	// sender is told, once; 0: never.
 	DelayNotice time.Duration
+	// FlowBacklog and FlowDelay pace intake (see Queue.inFlow); a zero
+	// FlowBacklog turns pacing off.
+	FlowBacklog int
+	FlowDelay   time.Duration
 }
 
 // BounceOptions configures the bounces (RFC 3464 DSNs) the queue sends.
@@ -57,7 +61,8 @@ type Queue struct {
 
 	mu     sync.Mutex
 	cond   *sync.Cond
-	ready  []item // due now, FIFO
+	flow   *sync.Cond // signalled when a delivery attempt ends
+	ready  []item     // due now, FIFO
 	timers map[string]*time.Timer
 	// A message is in at most one of ready, timers and inflight, so no two
 	// workers ever deliver it at once. deleted marks an inflight message
@@ -102,6 +107,7 @@ func New(opts Options) *Queue {
 	q := &Queue{opts: opts, log: opts.Logger, now: opts.Now, timers: map[string]*time.Timer{},
 		inReady: map[string]bool{}, inflight: map[string]bool{}, deleted: map[string]bool{}}
 	q.cond = sync.NewCond(&q.mu)
+	q.flow = sync.NewCond(&q.mu)
 	return q
 }
 
@@ -143,6 +149,7 @@ func (q *Queue) Start() error {
 func (q *Queue) Stop() {
 	q.mu.Lock()
 	q.stopped = true
+	q.flow.Broadcast()
 	for id, t := range q.timers {
 		t.Stop()
 		delete(q.timers, id)
@@ -238,6 +245,7 @@ func (q *Queue) pop() (item, bool) {
 func (q *Queue) done(id string, next time.Time) {
 	q.mu.Lock()
 	delete(q.inflight, id)
+	q.flow.Broadcast()
 	del := q.deleted[id]
 	delete(q.deleted, id)
 	q.mu.Unlock()
@@ -414,11 +422,39 @@ func (in *Incoming) Commit() error {
 			}
 		}
 	}
+	in.q.inFlow()
 	if err := in.Writer.Commit(); err != nil {
 		return err
 	}
 	in.q.push(item{id: in.env.ID, retry: tried})
 	return nil
+}
+
+// inFlow paces intake to delivery, as Postfix's in_flow_delay does: while
+// more messages are due or being delivered than FlowBacklog, a new one
+// waits, at most FlowDelay, for a delivery attempt to end before it is
+// committed. Clients slow down a little instead of the queue (and the
+// spool's file count) growing without bound under overload.
+func (q *Queue) inFlow() {
+	if q.opts.FlowBacklog <= 0 {
+		return
+	}
+	deadline := time.Now().Add(q.opts.FlowDelay)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.ready)+len(q.inflight) > q.opts.FlowBacklog && !q.stopped {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		t := time.AfterFunc(left, func() {
+			q.mu.Lock()
+			q.flow.Broadcast()
+			q.mu.Unlock()
+		})
+		q.flow.Wait()
+		t.Stop()
+	}
 }
 
 func allLocal(env *envelope.Envelope) bool {
