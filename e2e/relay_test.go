@@ -174,3 +174,66 @@ func TestRelayRetriedAfterOutage(t *testing.T) {
 		t.Error("alice got mail (a bounce?) although the message was delivered")
 	}
 }
+
+// TestAliasToRemoteAndRemoteBounce: an alias that points outside relays
+// without relay_from rights, and when the remote refuses the target, the
+// bounce itself travels to the (remote) sender through the MX.
+func TestAliasToRemoteAndRemoteBounce(t *testing.T) {
+	w := newRelayWorld(t, "[aliases]\n\"friend@example.com\" = [\"carol@example.net\"]\n\"ghost@example.com\" = [\"nobody@example.net\"]\n")
+	// carol writes from the remote domain to the alias: it comes back to her.
+	sendMail(t, w.mx.Addr, "carol@example.net", []string{"friend@example.com"}, crlf("Subject: round trip", "", "body"))
+	testutil.WaitMaildir(t, w.remote.DataDir, "example.net", "carol", 1, deliveryTimeout)
+	// To an alias whose target the remote refuses: carol gets the bounce.
+	sendMail(t, w.mx.Addr, "carol@example.net", []string{"ghost@example.com"}, crlf("Subject: lost", "", "body"))
+	testutil.WaitMaildir(t, w.remote.DataDir, "example.net", "carol", 2, deliveryTimeout)
+	testutil.WaitQueueEmpty(t, w.mx.DataDir, deliveryTimeout)
+	var bounce string
+	for _, m := range testutil.ReadMaildir(t, w.remote.DataDir, "example.net", "carol") {
+		if strings.Contains(m, "multipart/report") {
+			bounce = m
+		}
+	}
+	if bounce == "" {
+		t.Fatal("carol got no bounce")
+	}
+	checkBounce(t, bounce, "nobody@example.net", "5.1.1", "lost")
+	if !strings.Contains(bounce, "Original-Recipient: rfc822;ghost@example.com") && !strings.Contains(bounce, "Original-Recipient: rfc822; ghost@example.com") {
+		t.Errorf("bounce does not name the alias the sender used:\n%s", bounce)
+	}
+}
+
+// TestRelayOverIPv6: an MX whose only address is IPv6 (::1) gets the mail.
+func TestRelayOverIPv6(t *testing.T) {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	f := &faultyMX{l: l, behave: func(int) string { return "accept" }}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go f.serve(c)
+		}
+	}()
+	dns := startDNS(t, "--mx-host=example.net,mx6.example.net,10", "--host-record=mx6.example.net,::1", "--local=/mx6.example.net/")
+	p := testutil.StartPosthorn(t, fmt.Sprintf(`hostname = "mx.example.com"
+[smtp]
+relay_from = ["127.0.0.0/8"]
+[domains."example.com"]
+users = ["alice"]
+[delivery]
+port = %d
+[dns]
+servers = [%q]
+`, f.port(), dns))
+	sendMail(t, p.Addr, "alice@example.com", []string{"dave@example.net"}, crlf("Subject: over v6", "", "body"))
+	got := waitBodies(t, f, 1)
+	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)
+	if !strings.Contains(got[0], "Subject: over v6") {
+		t.Errorf("remote got %q", got[0])
+	}
+}
