@@ -31,6 +31,12 @@ func startFaultyMX(t *testing.T, behave func(n int) string) *faultyMX {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveFaultyMX(t, l, behave)
+}
+
+// serveFaultyMX serves a faulty MX on l until the test ends.
+func serveFaultyMX(t *testing.T, l net.Listener, behave func(n int) string) *faultyMX {
+	t.Helper()
 	f := &faultyMX{l: l, behave: behave}
 	t.Cleanup(func() { l.Close() })
 	go func() {
@@ -112,6 +118,14 @@ func (f *faultyMX) bodies() []string {
 func relayVia(t *testing.T, port int, extra string) *testutil.Posthorn {
 	t.Helper()
 	dns := startDNS(t, "--mx-host=example.net,mx.example.net,10", "--host-record=mx.example.net,127.0.0.1")
+	return relayingPosthorn(t, port, dns, extra)
+}
+
+// relayingPosthorn starts mx.example.com (user alice, relaying for
+// 127.0.0.0/8, retrying every 300 ms) that resolves through dns and
+// delivers to port; extra goes into its [delivery] table.
+func relayingPosthorn(t *testing.T, port int, dns, extra string) *testutil.Posthorn {
+	t.Helper()
 	return testutil.StartPosthorn(t, fmt.Sprintf(`hostname = "mx.example.com"
 [smtp]
 relay_from = ["127.0.0.0/8"]
@@ -220,16 +234,7 @@ servers = [%q]
 func TestRelayNullMX(t *testing.T) {
 	f := startFaultyMX(t, func(int) string { return "accept" })
 	dns := startDNS(t, "--mx-host=nullmx.example,.,0")
-	p := testutil.StartPosthorn(t, fmt.Sprintf(`hostname = "mx.example.com"
-[smtp]
-relay_from = ["127.0.0.0/8"]
-[domains."example.com"]
-users = ["alice"]
-[delivery]
-port = %d
-[dns]
-servers = [%q]
-`, f.port(), dns))
+	p := relayingPosthorn(t, f.port(), dns, "")
 	sendMail(t, p.Addr, "alice@example.com", []string{"anyone@nullmx.example"}, crlf("Subject: null mx", "", "body"))
 	testutil.WaitMaildir(t, p.DataDir, "example.com", "alice", 1, deliveryTimeout)
 	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)
@@ -249,16 +254,7 @@ func TestRelayMXFallback(t *testing.T) {
 		"--mx-host=example.net,mx1.example.net,10", "--host-record=mx1.example.net,127.0.0.2",
 		"--mx-host=example.net,mx2.example.net,20", "--host-record=mx2.example.net,127.0.0.1",
 		"--host-record=nomx.example,127.0.0.1", "--local=/nomx.example/") // --local: NODATA for its MX, not REFUSED
-	p := testutil.StartPosthorn(t, fmt.Sprintf(`hostname = "mx.example.com"
-[smtp]
-relay_from = ["127.0.0.0/8"]
-[domains."example.com"]
-users = ["alice"]
-[delivery]
-port = %d
-[dns]
-servers = [%q]
-`, f.port(), dns))
+	p := relayingPosthorn(t, f.port(), dns, "")
 	sendMail(t, p.Addr, "alice@example.com", []string{"dave@example.net"}, crlf("Subject: via backup", "", "body"))
 	sendMail(t, p.Addr, "alice@example.com", []string{"erin@nomx.example"}, crlf("Subject: via A", "", "body"))
 	got := waitBodies(t, f, 2)

@@ -208,28 +208,9 @@ func TestRelayOverIPv6(t *testing.T) {
 	if err != nil {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
-	f := &faultyMX{l: l, behave: func(int) string { return "accept" }}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go f.serve(c)
-		}
-	}()
+	f := serveFaultyMX(t, l, func(int) string { return "accept" })
 	dns := startDNS(t, "--mx-host=example.net,mx6.example.net,10", "--host-record=mx6.example.net,::1", "--local=/mx6.example.net/")
-	p := testutil.StartPosthorn(t, fmt.Sprintf(`hostname = "mx.example.com"
-[smtp]
-relay_from = ["127.0.0.0/8"]
-[domains."example.com"]
-users = ["alice"]
-[delivery]
-port = %d
-[dns]
-servers = [%q]
-`, f.port(), dns))
+	p := relayingPosthorn(t, f.port(), dns, "")
 	sendMail(t, p.Addr, "alice@example.com", []string{"dave@example.net"}, crlf("Subject: over v6", "", "body"))
 	got := waitBodies(t, f, 1)
 	testutil.WaitQueueEmpty(t, p.DataDir, deliveryTimeout)

@@ -81,19 +81,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(rest); err != nil {
 		return 2
 	}
-	if args[0] == "queue" {
-		cfg := config.Default()
-		if *cfgPath != "" {
-			var err error
-			if cfg, err = config.Load(*cfgPath); err != nil {
-				fmt.Fprintf(stderr, "posthorn: %v\n", err)
-				return 1
-			}
-		}
-		return queueCommand(cfg, fs.Args(), stdout, stderr)
-	}
-	if fs.NArg() > 0 {
+	if args[0] != "queue" && fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "posthorn: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if args[0] == "check-config" && *cfgPath == "" {
+		fmt.Fprintln(stderr, "posthorn: check-config needs --config FILE")
 		return 2
 	}
 	cfg := config.Default()
@@ -103,9 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "posthorn: %v\n", err)
 			return 1
 		}
-	} else if args[0] == "check-config" {
-		fmt.Fprintln(stderr, "posthorn: check-config needs --config FILE")
-		return 2
+	}
+	if args[0] == "queue" {
+		return queueCommand(cfg, fs.Args(), stdout, stderr)
 	}
 	c, err := build(cfg, stderr)
 	if err != nil {

@@ -222,13 +222,14 @@ func (c *Conn) sendPipelined(m Message, res []RcptResult, mail string, rcpts []p
 			// After a failed MAIL the RCPTs fail with 503; the sender's
 			// refusal is what the recipients should hear about.
 			res[p.i].Err, res[p.i].Reply = mr.err(), mr.String()
-		case r.positive():
-			accepted++
-			res[p.i].Reply = r.String()
-		case r.failure():
-			res[p.i].Err, res[p.i].Reply = r.err(), r.String()
 		default:
-			return nil, c.unexpected("RCPT", r)
+			ok, err := c.rcptResult(&res[p.i], r)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				accepted++
+			}
 		}
 	}
 	dr, err := c.read(c.to.DataInit, "DATA")
@@ -279,14 +280,12 @@ func (c *Conn) sendLockstep(m Message, res []RcptResult, mail string, rcpts []pe
 		if err != nil {
 			return nil, err
 		}
-		switch {
-		case r.positive():
+		ok, err := c.rcptResult(&res[p.i], r)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
 			accepted++
-			res[p.i].Reply = r.String()
-		case r.failure():
-			res[p.i].Err, res[p.i].Reply = r.err(), r.String()
-		default:
-			return nil, c.unexpected("RCPT", r)
 		}
 	}
 	if accepted == 0 {
@@ -386,4 +385,18 @@ func (b bodyReader) Read(p []byte) (int, error) {
 		err = bodyError{err}
 	}
 	return n, err
+}
+
+// rcptResult records the reply to one RCPT and reports whether the
+// recipient was accepted; a reply that is neither is a protocol error.
+func (c *Conn) rcptResult(res *RcptResult, r *reply) (bool, error) {
+	switch {
+	case r.positive():
+		res.Reply = r.String()
+		return true, nil
+	case r.failure():
+		res.Err, res.Reply = r.err(), r.String()
+		return false, nil
+	}
+	return false, c.unexpected("RCPT", r)
 }
